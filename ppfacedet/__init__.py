@@ -1,0 +1,1 @@
+"""ppfacedet: PaddlePaddle face detection (boxes and five landmarks)."""

@@ -1,0 +1,39 @@
+"""From decoded candidates to final detections in original-image pixels."""
+import numpy as np
+import paddle
+from paddle.vision.ops import nms
+
+
+def select_detections(boxes, scores, landmarks, metas, score_threshold=0.02, nms_threshold=0.4,
+                      pre_nms_top_k=5000, max_per_image=750):
+    """Per image: score threshold, top-k, NMS, then undo the input scaling.
+
+    boxes [N,M,4] xyxy, scores [N,M], landmarks [N,M,10] or None (network-input
+    pixels); metas: one dict per image with ``scale`` = (sx, sy), the factors
+    from original to network-input pixels. Returns one dict per image with
+    numpy ``boxes`` [k,4], ``scores`` [k], ``landmarks`` [k,5,2] or None.
+    """
+    results = []
+    for i, meta in enumerate(metas):
+        keep = paddle.nonzero(scores[i] > score_threshold).flatten()
+        b, s = paddle.gather(boxes[i], keep), paddle.gather(scores[i], keep)
+        lm = paddle.gather(landmarks[i], keep) if landmarks is not None else None
+        if s.shape[0] > pre_nms_top_k:
+            top = paddle.topk(s, pre_nms_top_k).indices
+            b, s = paddle.gather(b, top), paddle.gather(s, top)
+            lm = paddle.gather(lm, top) if lm is not None else None
+        if s.shape[0] > 0:
+            kept = nms(b, nms_threshold, scores=s)[:max_per_image]
+            b, s = paddle.gather(b, kept), paddle.gather(s, kept)
+            lm = paddle.gather(lm, kept) if lm is not None else None
+        results.append(to_original_pixels(b.numpy(), s.numpy(), None if lm is None else lm.numpy(), meta))
+    return results
+
+
+def to_original_pixels(boxes, scores, landmarks, meta):
+    sx, sy = meta["scale"]
+    boxes = (boxes.reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+    out = {"boxes": boxes, "scores": scores.reshape(-1).astype(np.float32), "landmarks": None}
+    if landmarks is not None:
+        out["landmarks"] = (landmarks.reshape(-1, 5, 2) / np.array([sx, sy], np.float32)).astype(np.float32)
+    return out
