@@ -1,1 +1,5 @@
 """ppfacedet: PaddlePaddle face detection (boxes and five landmarks)."""
+from .core.autoload import import_submodules
+
+for _package in ("ppfacedet.modeling", "ppfacedet.data", "ppfacedet.convert"):
+    import_submodules(_package)
