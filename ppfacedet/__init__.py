@@ -3,3 +3,5 @@ from .core.autoload import import_submodules
 
 for _package in ("ppfacedet.modeling", "ppfacedet.data", "ppfacedet.convert"):
     import_submodules(_package)
+
+from .api import FaceDetector  # noqa: E402  (after registration)

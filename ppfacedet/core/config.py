@@ -37,6 +37,8 @@ TOP_LEVEL_KEYS = {
     "synthetic": "settings of the synthetic face generator (demo configs)",
     "export": "export settings (NMS in graph, program format)",
     "quant": "quantization-aware-training overlay settings",
+    "metric": "evaluation metric and the setting that picks best_model",
+    "amp": "mixed precision on GPU (a no-op on CPU)",
 }
 
 BASE_KEY = "_BASE_"

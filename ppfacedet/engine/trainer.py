@@ -1,0 +1,201 @@
+"""The one training loop every family shares.
+
+It calls only the Detector contract (forward, loss) and hands everything
+else to callbacks, so no family ever adds a branch here.
+"""
+import math
+import os
+import random
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+from ..core.config import read_section
+from ..core.errors import PPFaceDetError
+from ..core.logger import get_logger
+from ..core.registry import LR_SCHEDULES, OPTIMIZERS
+from ..data.loader import build_train_loader, unpack_batch
+from ..data.preprocess import InputPolicy
+from ..modeling.detector import build_model
+from . import callbacks as cb
+from .checkpoint import load_weights
+
+LOG = get_logger()
+MAX_CONSECUTIVE_BAD_STEPS = 10
+
+
+class TrainingError(PPFaceDetError):
+    pass
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg, use_vdl=False, evaluate_during_training=False, amp=False):
+        self.cfg = cfg
+        self.world_size = dist.get_world_size()
+        self.is_main = dist.get_rank() == 0
+        if self.world_size > 1:
+            dist.init_parallel_env()
+        seed_everything(int(cfg.get("seed", 0)))
+        self.model = build_model(cfg)
+        self.policy = InputPolicy.from_config(cfg)
+        self.out_dir = os.path.join(cfg.get("save_dir", "output"), getattr(cfg, "name", "model"))
+        self.amp = self._check_amp(amp)
+        self.state = {"epoch": 0, "iteration": 0, "best_metric": -1.0, "skipped_samples": 0,
+                      "epochs": int(cfg.get("epochs", 1)), "is_main": self.is_main}
+        self.callbacks = self._build_callbacks(use_vdl, evaluate_during_training)
+
+    # -- set-up ---------------------------------------------------------------
+    def _check_amp(self, amp):
+        if amp and not paddle.is_compiled_with_cuda():
+            LOG.warning("--amp needs a GPU (paddle's auto_cast is a no-op on CPU); training in float32")
+            return False
+        return bool(amp)
+
+    def _build_callbacks(self, use_vdl, evaluate_during_training):
+        metric = read_section(self.cfg, "metric", {"target": "hard", "iou_thresh": 0.5})
+        callbacks = [cb.LogPrinter(self.cfg.get("log_iter", 20))]
+        if evaluate_during_training:
+            if "eval_dataset" not in self.cfg:
+                raise PPFaceDetError(f"--eval needs an 'eval_dataset' section in {self.cfg.path}")
+            callbacks.append(cb.Evaluator(self.cfg.get("eval_period", 1)))
+        callbacks.append(cb.Checkpointer(self.out_dir, self.cfg.get("snapshot_epoch", 1), metric["target"]))
+        if use_vdl:
+            callbacks.append(cb.VisualDLWriter(os.path.join(self.out_dir, "vdl")))
+        return callbacks
+
+    def _build_optimizer(self):
+        opt_cfg = self.cfg.get("optimizer") or {"type": "Momentum"}
+        lr_cfg = self.cfg.get("lr_schedule") or {"type": "WarmupStep"}
+        self.schedule = LR_SCHEDULES.build(lr_cfg, "lr_schedule")
+        factory = OPTIMIZERS.build(opt_cfg, "optimizer")
+        return factory(self.model.parameters(), self.schedule.base_lr)
+
+    # -- checkpoints ----------------------------------------------------------
+    def model_state(self):
+        return self.model.state_dict()
+
+    def training_state(self):
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.state["epoch"] + 1,  # the next epoch to run
+            "iteration": self.state["iteration"],
+            "best_metric": self.state["best_metric"],
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "config": getattr(self.cfg, "name", ""),
+        }
+
+    def resume(self, path):
+        if not os.path.isfile(path):
+            raise PPFaceDetError(f"--resume: checkpoint not found: {path}")
+        ckpt = paddle.load(path)
+        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
+            raise PPFaceDetError(f"--resume: {path} is not a training checkpoint (.pdckpt)")
+        self.model.set_state_dict(ckpt["model"])
+        self._pending_optimizer_state = ckpt["optimizer"]
+        self.state.update(epoch=int(ckpt["epoch"]), iteration=int(ckpt["iteration"]),
+                          best_metric=float(ckpt["best_metric"]))
+        random.setstate(ckpt["python_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        LOG.info("resumed from %s at epoch %d, iteration %d", path, self.state["epoch"], self.state["iteration"])
+
+    def load_pretrained(self, path):
+        skipped = load_weights(self.model, path, strict=False)
+        LOG.info("initialised from %s%s", path, f" ({len(skipped)} tensors left at init)" if skipped else "")
+
+    # -- the loop -------------------------------------------------------------
+    def train(self):
+        dataset, sampler, loader = build_train_loader(self.cfg, self.policy)
+        iters_per_epoch = len(loader)
+        if iters_per_epoch == 0:
+            raise PPFaceDetError(f"train_loader: {len(dataset)} images make no full batch of "
+                                 f"{sampler.batch_size}; lower train_loader.batch_size")
+        self.optimizer = self._build_optimizer()
+        if getattr(self, "_pending_optimizer_state", None) is not None:
+            self.optimizer.set_state_dict(self._pending_optimizer_state)
+        net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
+        scaler = paddle.amp.GradScaler() if self.amp else None
+        state = self.state
+        state.update(iters_per_epoch=iters_per_epoch, lr=0.0, losses={}, images_per_sec=0.0, eta_seconds=0)
+        total_iters = iters_per_epoch * state["epochs"]
+        for callback in self.callbacks:
+            callback.on_train_begin(self, state)
+        self.model.train()
+        bad_steps = 0
+        for epoch in range(state["epoch"], state["epochs"]):
+            state["epoch"], state["metrics"] = epoch, None
+            sampler.set_epoch(epoch)
+            dataset.epoch = epoch
+            timer = cb.StepTimer()
+            for loaded in loader:
+                batch = unpack_batch(loaded)
+                state["skipped_samples"] += batch["num_skipped"]
+                if batch["image"] is None:
+                    continue
+                lr = self.schedule.lr_at(state["iteration"], iters_per_epoch, state["epochs"])
+                self.optimizer.set_lr(lr)
+                losses = self._forward_loss(net, batch)
+                if self._all_finite(losses["loss"]):
+                    bad_steps = 0
+                    self._step(losses["loss"], scaler)
+                else:
+                    bad_steps += 1
+                    LOG.warning("non-finite loss at iteration %d (%s); update skipped",
+                                state["iteration"], {k: float(v) for k, v in losses.items()})
+                    self.optimizer.clear_grad()
+                    if bad_steps >= MAX_CONSECUTIVE_BAD_STEPS:
+                        raise TrainingError(
+                            f"{bad_steps} consecutive non-finite losses; stopping. The last good checkpoint "
+                            f"is {os.path.join(self.out_dir, 'latest.pdckpt')} (if one was saved); "
+                            "lower lr_schedule.base_lr or check the data")
+                state["iteration"] += 1
+                step_time = timer.tick()
+                state.update(lr=lr, losses={k: float(v) for k, v in losses.items()},
+                             images_per_sec=batch["image"].shape[0] * self.world_size / step_time,
+                             eta_seconds=step_time * (total_iters - state["iteration"]))
+                for callback in self.callbacks:
+                    callback.on_step_end(self, state)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, state)
+        state["epoch"] = state["epochs"] - 1
+        for callback in self.callbacks:
+            callback.on_train_end(self, state)
+        return state
+
+    def _forward_loss(self, net, batch):
+        if self.amp:
+            with paddle.amp.auto_cast():
+                raw = net(batch["image"])
+        else:
+            raw = net(batch["image"])
+        return self.model.loss(raw, batch)
+
+    def _all_finite(self, loss):
+        """Whether every process's loss is finite: all ranks must agree to skip
+        a step, or the gradient all-reduce would hang."""
+        finite = paddle.to_tensor([1.0 if math.isfinite(float(loss)) else 0.0])
+        if self.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item() > 0)
+
+    def _step(self, loss, scaler):
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+
+    def evaluate(self):
+        from .evaluation import evaluate_model
+        return evaluate_model(self.model, self.cfg)
