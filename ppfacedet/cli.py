@@ -24,12 +24,13 @@ def load_cfg(args):
 
 
 def run(main):
-    """Run ``main()``; PPFaceDetError and bad files end the process with exit
+    """Run ``main()``; PPFaceDetError / EvaluationError (bad files, values) end the process with exit
     status 2 and the message, never a traceback."""
     warnings.filterwarnings("ignore", message=".*ccache.*")
+    from widerface_evaluate import EvaluationError
     try:
         code = main()
-    except PPFaceDetError as e:
+    except (PPFaceDetError, EvaluationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ def main():
     from ppfacedet.core.errors import PPFaceDetError
     from ppfacedet.data.loader import build_eval_set
     from ppfacedet.engine.evaluation import predict_eval_set
-    from widerface_evaluate import evaluate, write_prediction_dir
+    from widerface_evaluate import evaluate, save_prediction_dir
     if not cfg.get("weights"):
         raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams")
     if "synthetic" in cfg:
@@ -31,14 +31,14 @@ def main():
     eval_set = build_eval_set(cfg)
     preds = predict_eval_set(FaceDetector(cfg, target_size=args.target_size), eval_set)
     if args.output_dir:
-        write_prediction_dir(preds, args.output_dir)
+        save_prediction_dir(preds, args.output_dir)
     result = evaluate(preds, eval_set.ground_truth())
     print(f"Easy   Val AP: {result['easy']:.4f}")
     print(f"Medium Val AP: {result['medium']:.4f}")
     print(f"Hard   Val AP: {result['hard']:.4f}")
     if args.plot:
-        from widerface_evaluate import plot_pr_curves
-        plot_pr_curves(result, args.plot)
+        from widerface_evaluate.plot import plot_pr
+        plot_pr(result, args.plot, title=cfg.name)
         print(f"precision-recall curves: {args.plot}")
 
 

@@ -91,8 +91,7 @@ class WiderFaceVal:
         from widerface_evaluate import GroundTruth
         self.image_root = image_root
         self.gt = GroundTruth.from_mat_dir(gt_dir)
-        names = self.gt.names if hasattr(self.gt, "names") else list(self.gt.boxes)
-        self.items = [(name, os.path.join(image_root, name + ".jpg")) for name in names]
+        self.items = [(name, os.path.join(image_root, name + ".jpg")) for name in self.gt.names]
         present = [item for item in self.items if os.path.isfile(item[1])]
         if not present:
             raise DataError(f"{image_root}: none of the {len(self.items)} ground-truth images is there")
