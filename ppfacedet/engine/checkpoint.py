@@ -52,3 +52,31 @@ def load_weights(model, path, strict=True):
     usable = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
     model.set_state_dict(usable)
     return missing + [m.split(":")[0] for m in mismatched]
+
+
+def _rename_prefixes(state, mapping):
+    """Rename keys whose prefix (up to an ``_``) is a key of ``mapping``.
+    Optimizer accumulators are named ``<param name>_<accumulator>_0``."""
+    out = {}
+    prefixes = sorted(mapping, key=len, reverse=True)
+    for key, value in state.items():
+        new = key
+        for prefix in prefixes:
+            if key == prefix or key.startswith(prefix + "_"):
+                new = mapping[prefix] + key[len(prefix):]
+                break
+        out[new] = value
+    return out
+
+
+def portable_optimizer_state(optimizer, model):
+    """Optimizer state keyed by structured parameter names (``backbone.conv1.weight``)
+    instead of paddle's per-process generated ones (``conv2d_168.w_0``), so a
+    new process with a new model can load it."""
+    to_structured = {p.name: f"@{name}" for name, p in model.named_parameters()}
+    return _rename_prefixes(optimizer.state_dict(), to_structured)
+
+
+def restore_optimizer_state(optimizer, model, state):
+    to_generated = {f"@{name}": p.name for name, p in model.named_parameters()}
+    optimizer.set_state_dict(_rename_prefixes(state, to_generated))

@@ -19,7 +19,7 @@ from ..data.loader import build_train_loader, unpack_batch
 from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
 from . import callbacks as cb
-from .checkpoint import load_weights
+from .checkpoint import load_weights, portable_optimizer_state, restore_optimizer_state
 
 LOG = get_logger()
 MAX_CONSECUTIVE_BAD_STEPS = 10
@@ -84,7 +84,7 @@ class Trainer:
     def training_state(self):
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer, self.model),
             "epoch": self.state["epoch"] + 1,  # the next epoch to run
             "iteration": self.state["iteration"],
             "best_metric": self.state["best_metric"],
@@ -120,7 +120,7 @@ class Trainer:
                                  f"{sampler.batch_size}; lower train_loader.batch_size")
         self.optimizer = self._build_optimizer()
         if getattr(self, "_pending_optimizer_state", None) is not None:
-            self.optimizer.set_state_dict(self._pending_optimizer_state)
+            restore_optimizer_state(self.optimizer, self.model, self._pending_optimizer_state)
         net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
         scaler = paddle.amp.GradScaler() if self.amp else None
         state = self.state
@@ -142,12 +142,14 @@ class Trainer:
                     continue
                 lr = self.schedule.lr_at(state["iteration"], iters_per_epoch, state["epochs"])
                 self.optimizer.set_lr(lr)
+                buffers = self._snapshot_buffers()
                 losses = self._forward_loss(net, batch)
                 if self._all_finite(losses["loss"]):
                     bad_steps = 0
                     self._step(losses["loss"], scaler)
                 else:
                     bad_steps += 1
+                    self._restore_buffers(buffers)
                     LOG.warning("non-finite loss at iteration %d (%s); update skipped",
                                 state["iteration"], {k: float(v) for k, v in losses.items()})
                     self.optimizer.clear_grad()
@@ -177,6 +179,17 @@ class Trainer:
         else:
             raw = net(batch["image"])
         return self.model.loss(raw, batch)
+
+    def _snapshot_buffers(self):
+        """Untrained state (BN running statistics) before a forward: a
+        non-finite batch must not leave NaN in it even though its update is
+        skipped."""
+        return [(t, t.clone()) for t in self.model.state_dict().values() if t.stop_gradient]
+
+    @staticmethod
+    def _restore_buffers(snapshot):
+        for buffer, saved in snapshot:
+            buffer.set_value(saved)
 
     def _all_finite(self, loss):
         """Whether every process's loss is finite: all ranks must agree to skip
