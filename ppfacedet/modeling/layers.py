@@ -1,0 +1,83 @@
+"""Small building blocks shared by the model families.
+
+``ConvNorm`` mirrors the layout of mmcv's ConvModule (``conv`` then a norm
+named ``bn`` or ``gn``, then an optional ReLU) so checkpoints of mmdet-based
+projects map onto it by name.
+"""
+import paddle
+import paddle.nn as nn
+
+from ..core.errors import ConfigError
+
+
+def upsample_nearest2x(x, like):
+    """Nearest-neighbour 2x upsampling of ``x`` cropped to the spatial size of ``like``.
+
+    Built from repeat_interleave rather than interpolate: oneDNN's nearest_interp
+    kernel fails under PIR. Repeating then cropping equals size-based nearest
+    resizing whenever the target is 2n or 2n-1 pixels, which is every case a
+    stride-2 pyramid produces.
+    """
+    up = paddle.repeat_interleave(paddle.repeat_interleave(x, 2, axis=2), 2, axis=3)
+    h, w = like.shape[2], like.shape[3]
+    if up.shape[2] != h or up.shape[3] != w:
+        up = up[:, :, :h, :w]
+    return up
+
+
+def make_norm(norm, channels, num_groups=None):
+    """(attribute name, layer) for a norm type; names follow mmcv (bn / gn)."""
+    if norm == "BN":
+        return "bn", nn.BatchNorm2D(channels, momentum=0.9, epsilon=1e-5)
+    if norm == "GN":
+        if not num_groups or channels % num_groups:
+            raise ConfigError(f"GroupNorm: num_groups={num_groups} must divide {channels} channels")
+        return "gn", nn.GroupNorm(num_groups, channels, epsilon=1e-5)
+    raise ConfigError(f"norm '{norm}' is not one of BN, GN (or null for none)")
+
+
+class ConvNorm(nn.Layer):
+    """Conv -> optional norm -> optional ReLU. The conv has a bias only without a norm."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1, norm=None,
+                 num_groups=None, act=True):
+        super().__init__()
+        self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,
+                              groups=groups, bias_attr=None if norm is None else False)
+        self.norm_name = None
+        if norm is not None:
+            self.norm_name, layer = make_norm(norm, out_channels, num_groups)
+            self.add_sublayer(self.norm_name, layer)
+        self.act = nn.ReLU() if act else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.norm_name is not None:
+            x = getattr(self, self.norm_name)(x)
+        return self.act(x) if self.act is not None else x
+
+
+class DepthwiseSeparable(nn.Layer):
+    """3x3 depthwise ConvNorm+ReLU then 1x1 pointwise ConvNorm+ReLU (mmcv's
+    DepthwiseSeparableConvModule layout)."""
+
+    def __init__(self, in_channels, out_channels, norm=None, num_groups=None):
+        super().__init__()
+        self.depthwise_conv = ConvNorm(in_channels, in_channels, 3, groups=in_channels, norm=norm,
+                                       num_groups=num_groups)
+        self.pointwise_conv = ConvNorm(in_channels, out_channels, 1, norm=norm, num_groups=num_groups)
+
+    def forward(self, x):
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+class Scale(nn.Layer):
+    """A learnable scalar multiplier (one per pyramid level in SCRFD-style heads)."""
+
+    def __init__(self, value=1.0):
+        super().__init__()
+        self.scale = self.create_parameter(
+            shape=[], default_initializer=nn.initializer.Constant(value))
+
+    def forward(self, x):
+        return x * self.scale
