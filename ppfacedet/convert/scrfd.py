@@ -1,0 +1,186 @@
+"""Import official SCRFD weights: the released ONNX files or mmdet ``.pth`` checkpoints.
+
+ONNX. The exports fold BatchNorm into the convs and lose the module names of
+the backbone (and of BN heads), so the mapping is by execution order: our
+model runs once with hooks recording the order its convs, norms and scales
+execute in, which is the order the official forward ran them and so the
+order of the graph's Conv nodes. Each conv's norm is whatever norm layer runs
+next: BatchNorm is restored with ``unfold_batchnorm``; a GN head was exported
+as Reshape -> InstanceNormalization -> Reshape -> Mul(gamma) -> Add(beta), and
+gamma/beta are read from that chain; a per-stride scale is the Mul by a scalar
+that follows the box conv.
+
+.pth. Our sub-layer names are the official ones, so the mapping is a rename:
+``bbox_head.`` -> ``head.``, per-stride keys ``(8, 8)`` -> ``8``, BN statistics
+``running_mean``/``running_var`` -> ``_mean``/``_variance``.
+"""
+import os
+import re
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from ..core.errors import DataError
+from ..core.registry import CONVERTERS
+from ..modeling.layers import Scale
+from .onnx_weights import initializers, load_onnx, unfold_batchnorm
+from .torch_checkpoint import load_state_dict
+
+TRACE_INPUT_SIZE = 64
+
+
+def execution_order(model):
+    """[(name, layer)] of the convs, norms and scales of ``model`` in the order
+    a forward pass runs them (a shared layer appears once per call)."""
+    order, hooks = [], []
+    for name, layer in model.named_sublayers():
+        if isinstance(layer, (nn.Conv2D, nn.BatchNorm2D, nn.GroupNorm, Scale)):
+            hooks.append(layer.register_forward_post_hook(
+                lambda lyr, inputs, output, name=name: order.append((name, lyr))))
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros([1, 3, TRACE_INPUT_SIZE, TRACE_INPUT_SIZE]))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return order
+
+
+class OnnxGraph:
+    """Conv nodes in graph order, and the norm / scale values attached to each."""
+
+    def __init__(self, path):
+        model = load_onnx(path)
+        self.inits = initializers(model)
+        self.nodes = list(model.graph.node)
+        self.consumers = {}
+        for node in self.nodes:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.convs = [n for n in self.nodes if n.op_type == "Conv"]
+
+    def _next(self, tensor, op_type):
+        return next((n for n in self.consumers.get(tensor, []) if n.op_type == op_type), None)
+
+    def _constant(self, node):
+        values = [self.inits[i] for i in node.input if i in self.inits]
+        return values[0] if values else None
+
+    def conv(self, node):
+        weight = self.inits[node.input[1]]
+        bias = self.inits[node.input[2]] if len(node.input) > 2 else None
+        return weight, bias
+
+    def group_norm(self, node):
+        """(gamma, beta) of the GN exported after this conv, or None."""
+        reshape = self._next(node.output[0], "Reshape")
+        inorm = reshape is not None and self._next(reshape.output[0], "InstanceNormalization")
+        if not inorm:
+            return None
+        back = self._next(inorm.output[0], "Reshape")
+        mul = back is not None and self._next(back.output[0], "Mul")
+        add = mul and self._next(mul.output[0], "Add")
+        if not add:
+            raise DataError(f"ONNX conv {node.name or node.output[0]}: InstanceNormalization is not followed "
+                            f"by the Reshape -> Mul -> Add of an exported GroupNorm")
+        return self._constant(mul).reshape(-1), self._constant(add).reshape(-1)
+
+    def scale(self, node):
+        """The scalar this conv's output is multiplied by, or None."""
+        mul = self._next(node.output[0], "Mul")
+        value = self._constant(mul) if mul is not None else None
+        return None if value is None or value.size != 1 else value.reshape(())
+
+
+@CONVERTERS.register
+class SCRFDConverter:
+    """``converter(model, source)``: source is an ``.onnx`` path, a PyTorch
+    checkpoint path (.pth/.pt/.tar) or an already loaded ``{official name: array}``
+    state dict."""
+
+    def __call__(self, model, source):
+        if isinstance(source, dict):
+            return self.from_state_dict(model, source)
+        if os.path.splitext(str(source))[1].lower() == ".onnx":
+            return self.from_onnx(model, source)
+        # Anything else is taken for a torch.save file (.pth, .pt, .tar ...);
+        # the reader says so plainly when it is not one.
+        return self.from_state_dict(model, load_state_dict(source))
+
+    # ------------------------------------------------------------------ ONNX
+    def from_onnx(self, model, path):
+        graph = OnnxGraph(path)
+        order = execution_order(model)
+        convs = [(i, name, layer) for i, (name, layer) in enumerate(order) if isinstance(layer, nn.Conv2D)]
+        if len(convs) != len(graph.convs):
+            raise DataError(f"{path}: the graph has {len(graph.convs)} Conv nodes but the model runs "
+                            f"{len(convs)} convs; the config does not describe this export")
+        out = {}
+        for (i, name, layer), node in zip(convs, graph.convs):
+            weight, bias = graph.conv(node)
+            if tuple(weight.shape) != tuple(layer.weight.shape):
+                raise DataError(f"{path}: Conv node {node.output[0]} has weight {list(weight.shape)} but "
+                                f"'{name}' expects {list(layer.weight.shape)}")
+            follower_name, follower = order[i + 1] if i + 1 < len(order) else (None, None)
+            if isinstance(follower, nn.BatchNorm2D):
+                weight, bn = unfold_batchnorm(weight, bias, eps=follower._epsilon)
+                out.update({f"{follower_name}.{k}": v for k, v in bn.items()})
+                bias = None
+            elif isinstance(follower, nn.GroupNorm):
+                gn = graph.group_norm(node)
+                if gn is None:
+                    raise DataError(f"{path}: '{name}' is followed by GroupNorm in the model but Conv node "
+                                    f"{node.output[0]} has no exported GroupNorm after it")
+                out[f"{follower_name}.weight"], out[f"{follower_name}.bias"] = gn
+            elif isinstance(follower, Scale):
+                value = graph.scale(node)
+                out[f"{follower_name}.scale"] = np.asarray(1.0 if value is None else value, np.float32)
+            out[f"{name}.weight"] = weight
+            if layer.bias is not None:
+                out[f"{name}.bias"] = bias if bias is not None else np.zeros(layer.bias.shape, np.float32)
+            elif bias is not None and np.any(bias):
+                raise DataError(f"{path}: Conv node {node.output[0]} has a bias but '{name}' has none and "
+                                f"no BatchNorm to carry it")
+        return self._complete(model, out, path)
+
+    # ------------------------------------------------------------------ .pth
+    @staticmethod
+    def official_to_ours(key):
+        """Official mmdet name -> our parameter name, or None for entries we drop."""
+        if key.endswith("num_batches_tracked"):
+            return None
+        key = re.sub(r"^bbox_head\.", "head.", key)
+        key = re.sub(r"\.\((\d+), \d+\)\.", r".\1.", key)
+        key = re.sub(r"\.running_mean$", "._mean", key)
+        return re.sub(r"\.running_var$", "._variance", key)
+
+    def from_state_dict(self, model, state):
+        out = {}
+        for key, value in state.items():
+            ours = self.official_to_ours(key)
+            if ours is not None:
+                out[ours] = np.asarray(value, np.float32)
+        return self._complete(model, out, "checkpoint")
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _complete(model, weights, source):
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        missing = sorted(set(expected) - set(weights))
+        if missing:
+            raise DataError(f"{source}: no weights for {len(missing)} model entries, e.g. {missing[:5]}")
+        unexpected = sorted(set(weights) - set(expected))
+        if unexpected:
+            raise DataError(f"{source}: {len(unexpected)} entries match nothing in the model, "
+                            f"e.g. {unexpected[:5]}")
+        for key, shape in expected.items():
+            value = weights[key]
+            if tuple(value.shape) != shape:
+                if value.size != int(np.prod(shape)):
+                    raise DataError(f"{source}: '{key}' has shape {list(value.shape)}, the model needs {list(shape)}")
+                weights[key] = value.reshape(shape)
+        return {k: weights[k].astype(np.float32) for k in expected}
