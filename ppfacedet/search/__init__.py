@@ -1,0 +1,1 @@
+"""Training-free backbone search for DamoFD's MasterNet (DDSAR-scored evolution)."""
