@@ -17,7 +17,8 @@ from .data.preprocess import InputPolicy
 from .engine.checkpoint import load_weights
 from .modeling.detector import build_model
 
-TEST_DEFAULTS = {"score_threshold": 0.02, "nms_threshold": 0.4, "pre_nms_top_k": 5000, "max_per_image": 750}
+TEST_DEFAULTS = {"score_threshold": 0.02, "nms_threshold": 0.4, "pre_nms_top_k": 5000, "max_per_image": 750,
+                 "nms_box_offset": 0.0}
 
 
 class FaceDetector:

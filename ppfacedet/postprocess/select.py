@@ -5,8 +5,12 @@ from paddle.vision.ops import nms
 
 
 def select_detections(boxes, scores, landmarks, metas, score_threshold=0.02, nms_threshold=0.4,
-                      pre_nms_top_k=5000, max_per_image=750):
+                      pre_nms_top_k=5000, max_per_image=750, nms_box_offset=0.0):
     """Per image: score threshold, top-k, NMS, then undo the input scaling.
+
+    ``nms_box_offset`` = 1 reproduces the "+1 pixel" IoU of the official
+    RetinaFace and SCRFD numpy NMS (areas (x2 - x1 + 1) * (y2 - y1 + 1)): that
+    IoU equals the plain IoU of the boxes grown by one pixel at the bottom right.
 
     boxes [N,M,4] xyxy, scores [N,M], landmarks [N,M,10] or None (network-input
     pixels); metas: one dict per image with ``scale`` = (sx, sy), the factors
@@ -23,7 +27,8 @@ def select_detections(boxes, scores, landmarks, metas, score_threshold=0.02, nms
             b, s = paddle.gather(b, top), paddle.gather(s, top)
             lm = paddle.gather(lm, top) if lm is not None else None
         if s.shape[0] > 0:
-            kept = nms(b, nms_threshold, scores=s)[:max_per_image]
+            grown = b + paddle.to_tensor([0.0, 0.0, nms_box_offset, nms_box_offset])
+            kept = nms(grown, nms_threshold, scores=s)[:max_per_image]
             b, s = paddle.gather(b, kept), paddle.gather(s, kept)
             lm = paddle.gather(lm, kept) if lm is not None else None
         results.append(to_original_pixels(b.numpy(), s.numpy(), None if lm is None else lm.numpy(), meta))
