@@ -49,10 +49,17 @@ class LogPrinter(Callback):
 
 
 class Evaluator(Callback):
-    """WIDER easy/medium/hard AP every ``period`` epochs and after the last."""
+    """WIDER easy/medium/hard AP before training starts (the baseline a run
+    is judged against), every ``period`` epochs and after the last."""
 
     def __init__(self, period):
         self.period = max(1, int(period))
+
+    def on_train_begin(self, trainer, state):
+        if state["is_main"] and state["epoch"] == 0:
+            state["initial_metrics"] = trainer.evaluate()
+            LOG.info("eval before training: %s",
+                     "  ".join(f"{k} AP {v:.4f}" for k, v in state["initial_metrics"].items()))
 
     def on_epoch_end(self, trainer, state):
         last = state["epoch"] + 1 == state["epochs"]
