@@ -1,5 +1,5 @@
-"""A tiny synthetic dataset and a RetinaFace-mnet config over it, so engine
-tests train real models in seconds."""
+"""A tiny synthetic dataset and a config over it (RetinaFace-mnet unless
+another base is given), so engine tests train real models in seconds."""
 import textwrap
 from pathlib import Path
 
@@ -8,7 +8,8 @@ from ppfacedet.data.synthetic import write_split
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_tiny_config(tmp_path, num_train=16, num_val=8, image_size=96, extra=""):
+def make_tiny_config(tmp_path, num_train=16, num_val=8, image_size=96, extra="",
+                     base="configs/retinaface_mnet025.yml"):
     data = Path(tmp_path) / "data"
     settings = {"image_size": image_size, "faces_per_image": [1, 3], "face_size": [16, 40]}
     if not (data / "train" / "labelv2.txt").exists():
@@ -16,7 +17,7 @@ def make_tiny_config(tmp_path, num_train=16, num_val=8, image_size=96, extra="")
         write_split(str(data / "val"), num_val, settings, 1, "tiny val")
     cfg = Path(tmp_path) / "tiny.yml"
     cfg.write_text(textwrap.dedent(f"""
-        _BASE_: [{ROOT / 'configs' / 'retinaface_mnet025.yml'}]
+        _BASE_: [{ROOT / base}]
         save_dir: {Path(tmp_path) / 'output'}
         train_dataset:
           type: LabelV2Dataset
@@ -35,5 +36,6 @@ def make_tiny_config(tmp_path, num_train=16, num_val=8, image_size=96, extra="")
         lr_schedule: {{type: WarmupStep, base_lr: 0.01, milestones: [100], warmup_iters: 2, warmup_ratio: 0.1}}
         epochs: 2
         log_iter: 1
+        input: {{target_size: {image_size}}}
         """) + textwrap.dedent(extra))
     return str(cfg)
