@@ -59,18 +59,29 @@ class FaceDetector:
             return self.model(paddle.to_tensor(tensor[None]))
 
     def _detect_batch(self, images):
+        """Images whose network inputs share a shape run as one batch; others
+        run apart, because padding an input to a companion's size would change
+        its detections near the border (and add anchors over the padding)."""
         for image in images:
             if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
                 raise ValueError(f"expected a BGR image [H,W,3], got {getattr(image, 'shape', type(image))}")
-        inputs, metas = zip(*(self.policy(image) for image in images))
+        prepared = [self.policy(image) for image in images]
+        groups = {}
+        for index, (tensor, _) in enumerate(prepared):
+            groups.setdefault(tensor.shape, []).append(index)
+        results = [None] * len(images)
         was_training = self.model.training
         self.model.eval()
         with paddle.no_grad():
-            raw = self.model(paddle.to_tensor(self.policy.stack(list(inputs))))
-            detections = self.model.predict(raw, list(metas), self.test_cfg)
+            for indices in groups.values():
+                batch = np.stack([prepared[i][0] for i in indices])
+                raw = self.model(paddle.to_tensor(batch))
+                metas = [prepared[i][1] for i in indices]
+                for i, det in zip(indices, self.model.predict(raw, metas, self.test_cfg)):
+                    results[i] = det
         if was_training:
             self.model.train()
-        return detections
+        return results
 
 
 def detections_to_json(det, threshold=0.0):

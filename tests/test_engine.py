@@ -130,3 +130,14 @@ def test_load_weights_reports_mismatches(tmp_path):
     with pytest.raises(PPFaceDetError, match="missing 1"):
         checkpoint.load_weights(model, path)
     assert len(checkpoint.load_weights(model, path, strict=False)) == 1
+
+
+def test_images_without_faces_train(tmp_path):
+    cfg_path = make_tiny_config(tmp_path)
+    label = tmp_path / "data" / "train" / "labelv2.txt"
+    # keep the headers of the first 8 images only: every image has no faces
+    headers = [line for line in label.read_text().splitlines() if line.startswith("#")][:8]
+    label.write_text("\n".join(headers) + "\n")
+    state = Trainer(load_config(cfg_path, ["epochs=1"])).train()
+    assert state["iteration"] == 2
+    assert all(math.isfinite(v) for v in state["losses"].values())
