@@ -22,12 +22,18 @@ def _check_label_file(label_file):
 
 
 class FaceDataset(paddle.io.Dataset):
-    """Annotated images through a transform pipeline. A sample that cannot be
-    read returns None; the collate function drops and counts it."""
+    """Annotated images through a transform pipeline. Subclasses name the
+    label format's ``parser``. A sample that cannot be read returns None; the
+    collate function drops and counts it."""
 
-    def __init__(self, records, transforms, seed, source):
+    parser = None
+
+    def __init__(self, label_file, image_root, transforms=(), seed=0):
+        _check_label_file(label_file)
+        records, self.report = type(self).parser(label_file, image_root)
+        _summarise(label_file, records, self.report)
         if not records:
-            raise DataError(f"{source}: no usable images (empty or entirely malformed label file)")
+            raise DataError(f"{label_file}: no usable images (empty or entirely malformed label file)")
         self.records = records
         self.transforms = Compose(transforms, "train_dataset.transforms")
         self.seed = int(seed)
@@ -61,25 +67,13 @@ def _summarise(label_file, records, report):
 @DATASETS.register
 class LabelV2Dataset(FaceDataset):
     """SCRFD labelv2 annotations (``# path w h`` + ``x1 y1 x2 y2 [x y flag]*5``)."""
-
-    def __init__(self, label_file, image_root, transforms=(), seed=0):
-        _check_label_file(label_file)
-        records, report = parse_labelv2(label_file, image_root)
-        _summarise(label_file, records, report)
-        self.report = report
-        super().__init__(records, transforms, seed, label_file)
+    parser = staticmethod(parse_labelv2)
 
 
 @DATASETS.register
 class RetinaFaceLabelDataset(FaceDataset):
     """Pytorch_Retinaface label.txt annotations (``# path`` + ``x y w h`` + 5 landmarks)."""
-
-    def __init__(self, label_file, image_root, transforms=(), seed=0):
-        _check_label_file(label_file)
-        records, report = parse_retinaface_label(label_file, image_root)
-        _summarise(label_file, records, report)
-        self.report = report
-        super().__init__(records, transforms, seed, label_file)
+    parser = staticmethod(parse_retinaface_label)
 
 
 @DATASETS.register
