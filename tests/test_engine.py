@@ -141,3 +141,13 @@ def test_images_without_faces_train(tmp_path):
     state = Trainer(load_config(cfg_path, ["epochs=1"])).train()
     assert state["iteration"] == 2
     assert all(math.isfinite(v) for v in state["losses"].values())
+
+
+def test_amp_on_cpu_says_it_is_a_no_op_and_trains_in_float32(tmp_path, caplog):
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this build has CUDA: --amp is real here")
+    import logging
+    with caplog.at_level(logging.WARNING, logger="ppfacedet"):
+        trainer = Trainer(load_config(make_tiny_config(tmp_path), ["epochs=1"]), amp=True)
+    assert trainer.amp is False
+    assert any("--amp needs a GPU" in r.message for r in caplog.records)
