@@ -128,7 +128,7 @@ def render_image(rng, size, faces_per_image, face_size):
 def write_split(out_dir, count, settings, seed, desc):
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     lines = []
-    for i in tqdm(range(count), desc=desc, leave=False):
+    for i in tqdm(range(count), desc=desc, leave=False, disable=None):
         rng = np.random.default_rng([seed, i])
         img, boxes, lms = render_image(rng, settings["image_size"], settings["faces_per_image"],
                                        settings["face_size"])

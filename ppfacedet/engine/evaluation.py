@@ -16,7 +16,8 @@ def predict_eval_set(detector, eval_set, progress=True):
     """{name: [n,5] xywh+score} over the eval images; unreadable ones are
     skipped with a warning (they then count as missed faces)."""
     preds, unreadable = {}, 0
-    for name, path in tqdm(eval_set.images(), desc="eval", disable=not progress, leave=False):
+    # disable=None: a bar on a terminal, nothing in a log file
+    for name, path in tqdm(eval_set.images(), desc="eval", disable=None if progress else True, leave=False):
         try:
             image = read_image(path)
         except DataError as e:
