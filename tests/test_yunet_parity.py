@@ -23,6 +23,7 @@ from ppfacedet.convert.yunet import YuNetConverter  # noqa: E402
 from ppfacedet.core import load_config  # noqa: E402
 from ppfacedet.data.preprocess import InputPolicy  # noqa: E402
 from ppfacedet.modeling.detector import build_model  # noqa: E402
+from official_yunet import official_detections  # noqa: E402
 
 
 def _inputs():
@@ -89,34 +90,6 @@ def test_converter_rejects_the_other_variant():
         YuNetConverter()(model, WEIGHTS / "yunet_n.pth")
 
 
-def _official_detections(outputs, height, width, score_threshold, nms_threshold):
-    """libfacedetection.train's test protocol on the ONNX outputs, in numpy:
-    point (x*s, y*s); centre = point + d*s; size = exp(d)*s; score = cls*obj;
-    threshold, then greedy NMS."""
-    boxes, scores = [], []
-    for s in (8, 16, 32):
-        ys, xs = np.mgrid[0:height // s, 0:width // s]
-        px, py = xs.reshape(-1) * s, ys.reshape(-1) * s
-        d = outputs[f"bbox_{s}"][0]
-        cx, cy = px + d[:, 0] * s, py + d[:, 1] * s
-        w, h = np.exp(d[:, 2]) * s, np.exp(d[:, 3]) * s
-        boxes.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1))
-        scores.append((outputs[f"cls_{s}"] * outputs[f"obj_{s}"])[0, :, 0])
-    boxes, scores = np.concatenate(boxes), np.concatenate(scores)
-    keep = scores > score_threshold
-    boxes, scores = boxes[keep], scores[keep]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    order, kept = np.argsort(-scores, kind="stable"), []
-    while order.size:
-        i, rest = order[0], order[1:]
-        kept.append(i)
-        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        order = rest[inter / (area[i] + area[rest] - inter) <= nms_threshold]
-    return boxes[kept], scores[kept]
-
-
 @pytest.mark.parametrize("variant", ["n", "s"])
 def test_detections_match_official_protocol(variant, inputs):
     cfg = load_config(CONFIGS / f"yunet_{variant}.yml")
@@ -125,7 +98,7 @@ def test_detections_match_official_protocol(variant, inputs):
     session = ort.InferenceSession(str(WEIGHTS / f"yunet_{variant}_dynamic.onnx"),
                                    providers=["CPUExecutionProvider"])
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": x})))
-    ref_boxes, ref_scores = _official_detections(outputs, x.shape[2], x.shape[3],
+    ref_boxes, ref_scores = official_detections(outputs, x.shape[2], x.shape[3],
                                                  test_cfg["score_threshold"], test_cfg["nms_threshold"])
     model = _model(variant, f"yunet_{variant}.pth")
     with paddle.no_grad():
