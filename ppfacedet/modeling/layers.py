@@ -13,16 +13,17 @@ from ..core.errors import ConfigError
 def upsample_nearest2x(x, like):
     """Nearest-neighbour 2x upsampling of ``x`` cropped to the spatial size of ``like``.
 
-    Built from repeat_interleave rather than interpolate: oneDNN's nearest_interp
-    kernel fails under PIR. Repeating then cropping equals size-based nearest
-    resizing whenever the target is 2n or 2n-1 pixels, which is every case a
-    stride-2 pyramid produces.
+    A broadcast copy, [N,C,H,W] -> [N,C,H,1,W,1] -> expand 2 x 2 -> reshape
+    [N,C,2H,2W], rather than ``interpolate`` (oneDNN's nearest_interp kernel
+    fails under PIR) or ``repeat_interleave`` (paddle2onnx turns it into a Tile
+    onnxruntime rejects for dynamic shapes). Repeating then cropping equals
+    size-based nearest resizing whenever the target is 2n or 2n-1 pixels, which
+    is every case a stride-2 pyramid produces.
     """
-    up = paddle.repeat_interleave(paddle.repeat_interleave(x, 2, axis=2), 2, axis=3)
-    h, w = like.shape[2], like.shape[3]
-    if up.shape[2] != h or up.shape[3] != w:
-        up = up[:, :, :h, :w]
-    return up
+    size, target = paddle.shape(x), paddle.shape(like)
+    up = x.unsqueeze([3, 5]).expand([-1, -1, -1, 2, -1, 2])
+    up = up.reshape([size[0], size[1], size[2] * 2, size[3] * 2])
+    return up[:, :, :target[2], :target[3]]
 
 
 def make_norm(norm, channels, num_groups=None):

@@ -1,0 +1,232 @@
+"""deploy/python: numpy decoders and selection agree with the library, the
+standalone predictor finds what FaceDetector finds, the CLI writes the
+tools/infer.py JSON, and GPU / TensorRT requests fail clearly on this machine."""
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from deploy_support import DEPLOY, FAMILY_NAMES, ROOT, exported, family, photos
+from ppfacedet.api import FaceDetector, detections_to_json
+from ppfacedet.export.infer_cfg import infer_settings
+from ppfacedet.postprocess.select import select_detections
+
+import decode as np_decode  # noqa: E402  (deploy/python, put on sys.path by deploy_support)
+import infer as deploy_infer  # noqa: E402
+import predictor as deploy_predictor  # noqa: E402
+
+STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml"}
+LOCAL_MODULES = {"decode", "infer", "predictor", "preprocess", "visualize"}
+CLI_MODEL = "scrfd_500m_kps"
+
+
+def random_raw(model, height, width, seed):
+    """The model's raw outputs for an input size, refilled with random values."""
+    with paddle.no_grad():
+        raw = model(paddle.zeros([2, 3, height, width]))
+    rng = np.random.RandomState(seed)
+    for key in raw:
+        raw[key] = paddle.to_tensor((rng.randn(*raw[key].shape) * 0.8).astype("float32"))
+    return raw
+
+
+def settings_of(name):
+    cfg, model, _ = family(name)
+    with paddle.no_grad():
+        names = [n for n, _ in model.deploy_outputs(model(paddle.zeros([1, 3, 64, 64])))]
+    return yaml.safe_load(yaml.safe_dump(infer_settings(cfg, model, names, False, "model.json")))
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_numpy_decoder_and_selection_equal_the_library(name):
+    cfg, model, _ = family(name)
+    info = settings_of(name)
+    height, width = (96, 160) if info["input"]["pad_multiple"] else (97, 150)
+    raw = random_raw(model, height, width, seed=len(name))
+    with paddle.no_grad():
+        boxes, scores, landmarks = model.head.decode(raw)
+        outputs = {n: t.numpy() for n, t in model.deploy_outputs(raw)}
+    got_boxes, got_scores, got_landmarks = np_decode.Decoder(info)(outputs, (height, width))
+    np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-3, rtol=1e-5)
+    np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-6)
+    assert (got_landmarks is None) == (landmarks is None)
+    if landmarks is not None:
+        np.testing.assert_allclose(got_landmarks, landmarks.numpy(), atol=1e-3, rtol=1e-5)
+
+    test_cfg = {**info["test"], "score_threshold": 0.3, "pre_nms_top_k": 200, "max_per_image": 50}
+    metas = [{"scale": (0.5, 0.75)}, {"scale": (2.0, 2.0)}]
+    expected = select_detections(boxes, scores, landmarks, metas, **test_cfg)
+    for i, meta in enumerate(metas):
+        got = np_decode.select(got_boxes[i], got_scores[i], None if got_landmarks is None else got_landmarks[i],
+                               meta["scale"], **test_cfg)
+        assert len(got["scores"]) == len(expected[i]["scores"]) > 0
+        np.testing.assert_allclose(got["scores"], expected[i]["scores"], atol=1e-6)
+        np.testing.assert_allclose(got["boxes"], expected[i]["boxes"], atol=1e-3)
+        if landmarks is not None:
+            np.testing.assert_allclose(got["landmarks"], expected[i]["landmarks"], atol=1e-3)
+
+
+def test_numpy_nms_equals_paddle_nms():
+    rng = np.random.RandomState(0)
+    corners = rng.rand(400, 2).astype("float32") * 100
+    boxes = np.concatenate([corners, corners + rng.rand(400, 2).astype("float32") * 30 + 1], axis=1)
+    scores = rng.rand(400).astype("float32")
+    expected = paddle.vision.ops.nms(paddle.to_tensor(boxes), 0.4, scores=paddle.to_tensor(scores)).numpy()
+    np.testing.assert_array_equal(np_decode.nms(boxes, scores, 0.4), expected)
+
+
+def test_deploy_preprocess_equals_input_policy():
+    from ppfacedet.data.preprocess import InputPolicy
+    from preprocess import Preprocess
+    for name in FAMILY_NAMES:
+        cfg, _, _ = family(name)
+        policy, ours = InputPolicy.from_config(cfg), Preprocess(settings_of(name)["input"])
+        for image in photos():
+            expected, meta = policy(image)
+            got, scale = ours(image)
+            np.testing.assert_array_equal(got, expected)
+            assert scale == meta["scale"]
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_predictor_detections_equal_face_detector(name):
+    cfg, model, _ = family(name)
+    expected = FaceDetector.from_model(model, cfg)(list(photos()))
+    detector = deploy_infer.FaceDetector(exported(name), batch_size=2)
+    got = detector(list(photos()))
+    for g, e in zip(got, expected):
+        assert len(g["scores"]) == len(e["scores"]) > 0
+        np.testing.assert_allclose(g["scores"], e["scores"], atol=1e-5)
+        np.testing.assert_allclose(g["boxes"], e["boxes"], atol=1e-3)
+        if e["landmarks"] is None:
+            assert g["landmarks"] is None
+        else:
+            np.testing.assert_allclose(g["landmarks"], e["landmarks"], atol=1e-3)
+
+
+def test_cli_is_standalone_and_writes_infer_json(tmp_path):
+    """infer.py runs with ppfacedet unimportable, and its JSON is tools/infer.py's."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, image in enumerate(photos()):
+        cv2.imwrite(str(images / f"photo{i}.png"), image)
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    poison = tmp_path / "poison" / "ppfacedet"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('deploy/python must not import ppfacedet')\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(poison.parent))
+    done = subprocess.run([sys.executable, str(DEPLOY / "infer.py"), "--model_dir", exported(CLI_MODEL),
+                           "--image_dir", str(images), "--output_dir", str(out), "--batch_size", "2",
+                           "--threshold", "0.3", "--benchmark", "--repeats", "1"],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    # The unreadable image is reported and skipped; the run still finishes, with status 1.
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "broken.jpg: cannot read image" in done.stderr and not (out / "broken.json").exists()
+    timings = [line for line in done.stdout.splitlines() if line.startswith("benchmark")]
+    assert timings and all(f"{stage} " in timings[0] for stage in ("preprocess", "inference", "postprocess"))
+
+    cfg, model, _ = family(CLI_MODEL)
+    reference = FaceDetector.from_model(model, cfg)
+    for i in range(len(photos())):
+        assert (out / f"photo{i}.jpg").is_file()
+        got = json.loads((out / f"photo{i}.json").read_text())
+        expected = detections_to_json(reference(cv2.imread(str(images / f"photo{i}.png"))), 0.3)
+        assert len(got["faces"]) == len(expected["faces"])
+        for g, e in zip(got["faces"], expected["faces"]):
+            assert set(g) == set(e) == {"box", "score", "landmarks"}
+            np.testing.assert_allclose(g["box"], e["box"], atol=0.011)
+            assert abs(g["score"] - e["score"]) <= 2e-5
+
+
+def test_deploy_modules_import_only_paddle_numpy_cv2_yaml():
+    for path in (DEPLOY / f"{module}.py" for module in sorted(LOCAL_MODULES)):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for top in (n.split(".")[0] for n in names):
+                assert top in STANDALONE_IMPORTS | LOCAL_MODULES or top in sys.stdlib_module_names, \
+                    f"{path.name} imports {top}"
+
+
+def test_cli_video_file(tmp_path):
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (160, 120))
+    frame = cv2.resize(photos()[1], (160, 120))
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    code = deploy_infer.main(["--model_dir", exported(CLI_MODEL), "--video_file", video,
+                              "--output_dir", str(out), "--threshold", "0.3"])
+    assert code == 0
+    result = json.loads((out / "clip.json").read_text())
+    assert [f["frame"] for f in result["frames"]] == [0, 1, 2]
+    capture = cv2.VideoCapture(video)
+    first = capture.read()[1]
+    capture.release()
+    detector = deploy_infer.FaceDetector(exported(CLI_MODEL))
+    assert result["frames"][0] == {"frame": 0, **deploy_infer.detections_to_json(detector([first])[0], 0.3)}
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
+
+
+@pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this paddle has CUDA: GPU requests may succeed")
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "GPU"], "no CUDA support"),
+    (["--device", "GPU", "--run_mode", "trt_fp16"], "no CUDA support"),
+    (["--run_mode", "trt_fp16"], "needs --device GPU"),
+])
+def test_gpu_and_tensorrt_requests_fail_clearly_on_cpu(tmp_path, capsys, extra, message):
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), photos()[1])
+    code = deploy_infer.main(["--model_dir", exported(CLI_MODEL), "--image_file", str(image),
+                              "--output_dir", str(tmp_path / "out")] + extra)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tensorrt_config_plan(tmp_path):
+    """What a GPU machine would get: every Config call up to the device."""
+    folder = exported(CLI_MODEL)
+    info = deploy_predictor.load_infer_cfg(folder)
+    plan = deploy_predictor.config_plan(folder, info, device="GPU", run_mode="trt_fp16", batch_size=4,
+                                        trt_min_shape=320, trt_opt_shape=640, trt_max_shape=960)
+    calls = {method: (args, kwargs) for method, args, kwargs in plan}
+    assert calls["set_prog_file"][0] == (os.path.join(folder, "model.json"),)
+    assert "enable_use_gpu" in calls and "disable_gpu" not in calls
+    assert calls["enable_tensorrt_engine"][1] == {
+        "workspace_size": 1 << 30, "max_batch_size": 4, "min_subgraph_size": info["tensorrt"]["min_subgraph_size"],
+        "precision_mode": "Half", "use_static": False, "use_calib_mode": False}
+    assert calls["set_trt_dynamic_shape_info"][0] == (
+        {"image": [1, 3, 320, 320]}, {"image": [4, 3, 960, 960]}, {"image": [4, 3, 640, 640]})
+
+    shapes = str(tmp_path / "shapes.pbtxt")
+    collect = deploy_predictor.config_plan(folder, info, device="GPU", collect_trt_shape_info=True,
+                                           tuned_trt_shape_file=shapes)
+    assert ("collect_shape_range_info", (shapes,), {}) in collect
+    tuned = deploy_predictor.config_plan(folder, info, device="GPU", run_mode="trt_int8", tuned_trt_shape_file=shapes)
+    tuned_calls = {method: (args, kwargs) for method, args, kwargs in tuned}
+    assert tuned_calls["enable_tuned_tensorrt_dynamic_shape"][0] == (shapes, True)
+    assert tuned_calls["enable_tensorrt_engine"][1]["use_calib_mode"] is True
+    assert "set_trt_dynamic_shape_info" not in tuned_calls
+
+    cpu = deploy_predictor.config_plan(folder, info, cpu_threads=3, enable_mkldnn=True)
+    assert ("set_cpu_math_library_num_threads", (3,), {}) in cpu and ("enable_mkldnn", (), {}) in cpu
+    if not paddle.is_compiled_with_cuda():
+        # The plan itself is sound up to the device: the CPU wheel refuses TensorRT.
+        with pytest.raises(deploy_predictor.DeviceUnavailable, match="TENSORRT|TensorRT"):
+            deploy_predictor.build_config(plan)

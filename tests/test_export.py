@@ -1,0 +1,155 @@
+"""The exported static program equals the dynamic graph (max abs diff <= 1e-4)
+for every family, with oneDNN off and on, in both program formats, and
+infer_cfg.yml carries what the deploy predictor needs."""
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from deploy_support import FAMILY_NAMES, dygraph_outputs, exported, family, photos, run_program
+from ppfacedet.data.preprocess import InputPolicy
+
+TOLERANCE = 1e-4
+
+
+def batches(cfg):
+    """The full-size photo under the model's own input policy (batch of 1), then
+    both photos letterboxed to 320 (batch of 2): two sizes, two batch sizes."""
+    own, small = InputPolicy.from_config(cfg), InputPolicy.from_config(cfg, target_size=320)
+    return [own(photos()[0])[0][None], small.stack([small(image)[0] for image in photos()])]
+
+
+def max_diff(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+    return max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_exported_program_equals_dygraph(name):
+    cfg, model, _ = family(name)
+    folder = exported(name)
+    assert sorted(os.listdir(folder)) == ["infer_cfg.yml", "model.json", "model.pdiparams"]
+    program = open(os.path.join(folder, "model.json")).read()
+    # nearest_interp fails under PIR + oneDNN; repeat_interleave converts wrongly to ONNX.
+    assert "nearest_interp" not in program and "repeat_interleave" not in program
+    for batch in batches(cfg):
+        expected = dygraph_outputs(model, batch)
+        for mkldnn in (False, True):
+            diff = max_diff(run_program(folder, batch, enable_mkldnn=mkldnn), expected)
+            assert diff <= TOLERANCE, f"{name} {batch.shape} oneDNN={mkldnn}: max abs diff {diff}"
+
+
+@pytest.mark.parametrize("name", ["retinaface_mnet025", "yunet_n"])
+def test_legacy_program_equals_dygraph(name):
+    """The old ProgramDesc (for quantization and paddle2onnx 1.x) is written by
+    a child process with FLAGS_enable_pir_api=0, through the stand-ins for the
+    PIR-only ops (RetinaFace uses maximum, YuNet sigmoid and logical_or)."""
+    cfg, model, _ = family(name)
+    folder = exported(name, program_format="legacy")
+    assert {"model.pdmodel", "model.pdiparams", "infer_cfg.yml"} <= set(os.listdir(folder))
+    assert yaml.safe_load(open(os.path.join(folder, "infer_cfg.yml")))["program"] == "model.pdmodel"
+    batch = batches(cfg)[0]
+    expected = dygraph_outputs(model, batch)
+    for mkldnn in (False, True):
+        diff = max_diff(run_program(folder, batch, enable_mkldnn=mkldnn), expected)
+        assert diff <= TOLERANCE, f"{name} legacy oneDNN={mkldnn}: max abs diff {diff}"
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_infer_cfg_describes_the_graph(name):
+    cfg, model, _ = family(name)
+    with open(os.path.join(exported(name), "infer_cfg.yml")) as f:
+        info = yaml.safe_load(f)
+    policy = InputPolicy.from_config(cfg)
+    assert info["model_name"] == name and info["program"] == "model.json" and info["with_nms"] is False
+    assert info["input"]["policy"] == policy.policy and info["input"]["channel_order"] == policy.channel_order
+    np.testing.assert_allclose(info["input"]["mean"], policy.mean.ravel())
+    np.testing.assert_allclose(info["input"]["std"], policy.std.ravel())
+    assert info["decode"] == yaml.safe_load(yaml.safe_dump(model.deploy_config()))
+    import paddle
+    with paddle.no_grad():
+        raw = model(paddle.zeros([1, 3, 64, 64]))
+    assert info["outputs"] == [n for n, _ in model.deploy_outputs(raw)]
+    assert info["test"]["score_threshold"] == cfg["test"]["score_threshold"]
+    # The recorded grid rule reproduces the model's feature sizes at sizes
+    # the model accepts (YuNet needs its padding to 32).
+    offsets = info["feature_sizes"]["offsets"]
+    sizes = [(96, 160), (128, 224)] if policy.pad_multiple else [(97, 161), (250, 333)]
+    for h, w in sizes:
+        with paddle.no_grad():
+            raw = model(paddle.zeros([1, 3, h, w]))
+        assert raw.feat_sizes == [((h + offsets[s]) // s, (w + offsets[s]) // s) for s in model.head.strides]
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    from ppfacedet.core.errors import PPFaceDetError
+    from ppfacedet.export.static import export_inference_model
+    cfg, model, _ = family(FAMILY_NAMES[0])
+    with pytest.raises(PPFaceDetError, match="onnx.*pir, legacy"):
+        export_inference_model(cfg, model, str(tmp_path), program_format="onnx")
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_with_nms_graph_equals_decode_and_select(name):
+    """--with_nms: decode + NMS in the graph give the detections the
+    predictor's numpy decode + selection give on the plain export."""
+    import infer as deploy_infer
+    folder = exported(name, with_nms=True)
+    info = yaml.safe_load(open(os.path.join(folder, "infer_cfg.yml")))
+    assert info["with_nms"] is True and info["outputs"] == ["dets", "counts"]
+    assert len(info["nms_output"]["columns"]) == 16
+    images = list(photos()) + [np.zeros((96, 128, 3), np.uint8)]
+    in_graph = deploy_infer.FaceDetector(folder)(images)
+    reference = deploy_infer.FaceDetector(exported(name))(images)
+    for got, expected in zip(in_graph, reference):
+        assert len(got["scores"]) == len(expected["scores"])
+        np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-5)
+        np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
+        if expected["landmarks"] is None:
+            assert got["landmarks"] is None
+        else:
+            np.testing.assert_allclose(got["landmarks"], expected["landmarks"], atol=1e-3)
+
+
+def test_with_nms_batch_layout():
+    """A batch of two: rows carry their image index, counts add up, oneDNN agrees."""
+    cfg, model, _ = family("scrfd_500m_kps")
+    policy = InputPolicy.from_config(cfg)
+    batch = np.stack([policy(image)[0] for image in photos()])
+    from predictor import Predictor, load_infer_cfg
+    folder = exported("scrfd_500m_kps", with_nms=True)
+    info = load_infer_cfg(folder)
+    plain = Predictor(folder, info)(batch)
+    onednn = Predictor(folder, info, enable_mkldnn=True)(batch)
+    dets, counts = plain["dets"], plain["counts"]
+    assert dets.shape[1] == 16 and counts.tolist() == [int((dets[:, 0] == i).sum()) for i in range(2)]
+    assert min(counts) > 0 and np.all(np.diff(dets[:, 0]) >= 0)
+    for i in range(2):
+        assert np.all(np.diff(dets[dets[:, 0] == i, 1]) <= 0), "rows of an image by decreasing score"
+    assert onednn["counts"].tolist() == counts.tolist()
+    np.testing.assert_allclose(onednn["dets"], dets, atol=1e-3)
+
+
+def test_export_model_tool(tmp_path):
+    import subprocess
+    import sys
+
+    import paddle
+    from deploy_support import ROOT
+    cfg, model, _ = family("yunet_n")
+    weights = tmp_path / "yunet_n.pdparams"
+    paddle.save(model.state_dict(), str(weights))
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "export_model.py"), "-c", str(ROOT / "configs/yunet_n.yml"),
+                           "-o", f"weights={weights}", "--output_dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / "out" / "yunet_n"
+    assert sorted(os.listdir(folder)) == ["infer_cfg.yml", "model.json", "model.pdiparams"]
+    batch = InputPolicy.from_config(cfg)(photos()[1])[0][None]
+    assert max_diff(run_program(str(folder), batch), dygraph_outputs(model, batch)) <= TOLERANCE
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "export_model.py"), "-c", str(ROOT / "configs/yunet_n.yml"),
+                           "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "-o weights=" in done.stderr

@@ -1,0 +1,44 @@
+"""Export a trained model for deployment (Paddle Inference, ONNX, TensorRT).
+
+  python tools/export_model.py -c configs/scrfd_500m_kps.yml -o weights=W.pdparams --output_dir output/export
+  python tools/export_model.py -c CFG -o weights=W --output_dir DIR --with_nms --format legacy
+
+Writes DIR/<config name>/: the program (model.json, or model.pdmodel with
+--format legacy, which the quantization tools and paddle2onnx 1.x read),
+model.pdiparams and infer_cfg.yml. The input ``image`` is [N, 3, H, W] with N,
+H and W free, normalised as infer_cfg.yml's ``input`` says. Outputs: the
+head's per-stride score / box / keypoint tensors (names in infer_cfg.yml), or
+with --with_nms the decoded, suppressed detections ``dets`` [K, 16] and
+``counts`` [N] (see ppfacedet/export/graph_nms.py).
+"""
+import _path  # noqa: F401
+
+from ppfacedet.cli import base_parser, load_cfg, run
+
+
+def main():
+    parser = base_parser(__doc__)
+    parser.add_argument("--output_dir", default="output/export", help="the model goes to OUTPUT_DIR/<config name>")
+    parser.add_argument("--with_nms", action="store_true", help="decode and NMS inside the graph")
+    parser.add_argument("--format", default="pir", choices=["pir", "legacy"],
+                        help="program format: pir (model.json, default) or legacy (model.pdmodel)")
+    args = parser.parse_args()
+    cfg = load_cfg(args)
+
+    from ppfacedet.core.errors import PPFaceDetError
+    from ppfacedet.engine.checkpoint import load_weights
+    from ppfacedet.export.static import export_inference_model
+    from ppfacedet.modeling.detector import build_model
+
+    if not cfg.get("weights"):
+        raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
+    model = build_model(cfg)
+    load_weights(model, cfg["weights"])
+    folder = export_inference_model(cfg, model, args.output_dir, with_nms=args.with_nms,
+                                    program_format=args.format)
+    print(f"exported {cfg.name} -> {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
