@@ -34,7 +34,8 @@ def test_letterbox_maps_detections_back_to_original_pixels():
     out = det(image)
     assert out["boxes"].shape[1] == 4 and out["landmarks"].shape[1:] == (5, 2)
     raw_input, meta = det.policy(image)
-    assert raw_input.shape == (3, 128, 128) and meta["scale"] == (128 / 120, 53 / 50)
+    # SCRFD's rule: 120 -> 128 wide, int(128 * 50 / 120) = 53 tall, one scale (53 / 50) for both axes
+    assert raw_input.shape == (3, 128, 128) and meta["scale"] == (53 / 50, 53 / 50)
 
 
 def test_json_and_wider_forms():

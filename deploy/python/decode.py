@@ -144,17 +144,21 @@ def nms(boxes, scores, iou_threshold):
 def select(boxes, scores, landmarks, scale, score_threshold=0.02, nms_threshold=0.4, pre_nms_top_k=5000,
            max_per_image=750, nms_box_offset=0.0):
     """One image: threshold, top-k, NMS, undo the input scale (ppfacedet/postprocess/select.py).
+    ``nms_box_offset`` is in original pixels (the official "+1 pixel" NMS);
+    caps <= 0 mean none.
 
     boxes [M,4], scores [M], landmarks [M,10] or None in network-input pixels;
     scale (sx, sy) from original to network-input pixels. -> dict of numpy
     ``boxes`` [k,4], ``scores`` [k], ``landmarks`` [k,5,2] or None in original pixels.
     """
     keep = np.nonzero(scores > score_threshold)[0]
-    if len(keep) > pre_nms_top_k:
+    if 0 < pre_nms_top_k < len(keep):
         keep = keep[np.argsort(-scores[keep], kind="stable")[:pre_nms_top_k]]
     if len(keep):
-        grown = boxes[keep] + np.asarray([0, 0, nms_box_offset, nms_box_offset], np.float32)
-        keep = keep[nms(grown, scores[keep], nms_threshold)[:max_per_image]]
+        sx, sy = scale
+        grown = boxes[keep] + np.asarray([0, 0, nms_box_offset * sx, nms_box_offset * sy], np.float32)
+        kept = nms(grown, scores[keep], nms_threshold)
+        keep = keep[kept[:max_per_image] if max_per_image > 0 else kept]
     return to_original_pixels(boxes[keep], scores[keep], None if landmarks is None else landmarks[keep], scale)
 
 

@@ -51,11 +51,16 @@ class InputPolicy:
         """BGR uint8 -> (resized BGR uint8 on its canvas, (sx, sy))."""
         h, w = image.shape[:2]
         if self.policy == "letterbox":
-            scale = min(self.target_size / h, self.target_size / w)
-            nh, nw = int(round(h * scale)), int(round(w * scale))
-            canvas = np.zeros((self.target_size, self.target_size, 3), np.uint8)
+            # SCRFD's rule: the long side fills the canvas, the other is
+            # truncated, and one scale (of the height) maps both axes back.
+            size = self.target_size
+            if h > w:
+                nh, nw = size, int(size * w / h)
+            else:
+                nw, nh = size, int(size * h / w)
+            canvas = np.zeros((size, size, 3), np.uint8)
             canvas[:nh, :nw] = cv2.resize(image, (nw, nh))
-            return canvas, (nw / w, nh / h)
+            return canvas, (nh / h, nh / h)
         if self.pad_multiple:
             m = self.pad_multiple
             ph, pw = -(-h // m) * m, -(-w // m) * m

@@ -29,6 +29,15 @@ class TrainingError(PPFaceDetError):
     pass
 
 
+def has_folded_batchnorm(model):
+    """Whether every BatchNorm holds the statistics ``unfold_batchnorm`` gives
+    (mean 0, variance 1 - eps), i.e. the weights came from a BN-folded export."""
+    norms = [m for m in model.sublayers() if isinstance(m, paddle.nn.layer.norm._BatchNormBase)]
+    return bool(norms) and all(
+        float(paddle.abs(m._mean).max()) == 0.0
+        and float(paddle.abs(m._variance - (1.0 - m._epsilon)).max()) < 1e-7 for m in norms)
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -110,6 +119,10 @@ class Trainer:
     def load_pretrained(self, path):
         skipped = load_weights(self.model, path, strict=False)
         LOG.info("initialised from %s%s", path, f" ({len(skipped)} tensors left at init)" if skipped else "")
+        if not self.model.norm_eval and has_folded_batchnorm(self.model):
+            LOG.warning("%s has identity BatchNorm statistics (converted from a BN-folded export): they only "
+                        "hold in inference mode, so training would replace them with batch statistics and "
+                        "break the model. Fine-tune with -o model.norm_eval=true", path)
 
     # -- the loop -------------------------------------------------------------
     def train(self):

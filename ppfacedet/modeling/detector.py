@@ -15,11 +15,25 @@ from ..core.registry import BACKBONES, HEADS, NECKS
 
 
 class Detector(nn.Layer):
-    def __init__(self, backbone, neck, head):
+    """``norm_eval`` keeps every BatchNorm in inference mode while training
+    (frozen statistics, mmdet's name). Weights imported from a BN-folded ONNX
+    carry identity statistics that only hold in inference mode, so fine-tuning
+    them needs it; training from scratch does not."""
+
+    def __init__(self, backbone, neck, head, norm_eval=False):
         super().__init__()
+        self.norm_eval = bool(norm_eval)
         self.backbone = BACKBONES.build(backbone, "model.backbone")
         self.neck = NECKS.build(neck, "model.neck", in_channels=self.backbone.out_channels)
         self.head = HEADS.build(head, "model.head", in_channels=self.neck.out_channels)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode and self.norm_eval:
+            for layer in self.sublayers():
+                if isinstance(layer, nn.layer.norm._BatchNormBase):
+                    layer.eval()
+        return self
 
     def forward(self, images):
         """images [N,3,H,W] (already normalised) -> raw per-stride tensors."""
@@ -46,5 +60,5 @@ class Detector(nn.Layer):
 
 def build_model(cfg):
     from ..core.config import read_section
-    model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None})
+    model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None, "norm_eval": False})
     return Detector(**model_cfg)
