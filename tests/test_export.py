@@ -118,12 +118,15 @@ def test_with_nms_batch_layout():
     """A batch of two: rows carry their image index, counts add up, oneDNN agrees."""
     cfg, model, _ = family("scrfd_500m_kps")
     policy = InputPolicy.from_config(cfg)
-    batch = np.stack([policy(image)[0] for image in photos()])
+    prepared = [policy(image) for image in photos()]
+    batch = np.stack([tensor for tensor, _ in prepared])
+    scales = np.asarray([meta["scale"] for _, meta in prepared], np.float32)
     from predictor import Predictor, load_infer_cfg
     folder = exported("scrfd_500m_kps", with_nms=True)
     info = load_infer_cfg(folder)
-    plain = Predictor(folder, info)(batch)
-    onednn = Predictor(folder, info, enable_mkldnn=True)(batch)
+    assert info["inputs"] == ["image", "scale_factor"]
+    plain = Predictor(folder, info)(batch, scales)
+    onednn = Predictor(folder, info, enable_mkldnn=True)(batch, scales)
     dets, counts = plain["dets"], plain["counts"]
     assert dets.shape[1] == 16 and counts.tolist() == [int((dets[:, 0] == i).sum()) for i in range(2)]
     assert min(counts) > 0 and np.all(np.diff(dets[:, 0]) >= 0)

@@ -82,11 +82,11 @@ class FaceDetector:
             start = time.perf_counter()
             batch = np.stack([prepared[i][0] for i in indices])
             self.timer.add("preprocess", start)
+            scales = [prepared[i][1] for i in indices]
             start = time.perf_counter()
-            outputs = self.predictor(batch)
+            outputs = self.predictor(batch, np.asarray(scales, np.float32))
             self.timer.add("inference", start)
             start = time.perf_counter()
-            scales = [prepared[i][1] for i in indices]
             for i, det in zip(indices, self._detections(outputs, batch.shape[2:], scales)):
                 results[i] = det
             self.timer.add("postprocess", start)

@@ -125,16 +125,21 @@ class Predictor:
         check_device(choices.get("device", "CPU"), choices.get("run_mode", "paddle"))
         self.names = list(info["outputs"])
         self.predictor = create_predictor(build_config(config_plan(model_dir, info, **choices)))
-        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         handles = self.predictor.get_output_names()
         if len(handles) != len(self.names):
             raise ValueError(f"{model_dir}: the program has {len(handles)} outputs but infer_cfg.yml lists "
                              f"{len(self.names)} ({', '.join(self.names)})")
         self.outputs = [self.predictor.get_output_handle(h) for h in handles]
 
-    def __call__(self, batch):
-        batch = np.ascontiguousarray(batch, np.float32)
-        self.input.reshape(list(batch.shape))
-        self.input.copy_from_cpu(batch)
+    def __call__(self, batch, scale_factor=None):
+        """``scale_factor`` [N,2] (sx, sy) feeds --with_nms graphs' second input."""
+        feeds = [batch] if len(self.inputs) == 1 else [batch, scale_factor]
+        if any(f is None for f in feeds):
+            raise ValueError("this program takes scale_factor [N,2] besides the image (a --with_nms export)")
+        for handle, value in zip(self.inputs, feeds):
+            value = np.ascontiguousarray(value, np.float32)
+            handle.reshape(list(value.shape))
+            handle.copy_from_cpu(value)
         self.predictor.run()
         return {name: handle.copy_to_cpu() for name, handle in zip(self.names, self.outputs)}

@@ -1,5 +1,8 @@
 """Decode + NMS inside the exported graph (``export_model.py --with_nms``).
 
+Inputs: ``image`` [N,3,H,W] and ``scale_factor`` [N,2] (sx, sy), original
+to network-input pixels, as PaddleDetection's exports take it: the official
+"+1 pixel" NMS counts one *original* pixel, which is ``scale`` network pixels.
 The graph returns, in network-input pixels:
   dets    [K, 16] float32: image index in the batch, score, x1, y1, x2, y2,
           then five landmarks (x, y) (zeros for a model without landmarks),
@@ -112,24 +115,27 @@ class NMSGraph(nn.Layer):
                                  f"(known: {', '.join(DECODERS)}); export without --with_nms")
         self.decoder = DECODERS[kind]
         self.test_cfg = read_section(cfg, "test", TEST_DEFAULTS)
-        if self.test_cfg["nms_box_offset"] not in (0, 1):
-            raise PPFaceDetError(f"--with_nms: test.nms_box_offset {self.test_cfg['nms_box_offset']} must be 0 or 1 "
-                                 "for the in-graph NMS")
 
-    def forward(self, image):
+    def forward(self, image, scale_factor):
         raw = self.model(image)
         outputs = dict(self.model.deploy_outputs(raw))
         boxes, scores, landmarks = self.decoder(outputs, self.decode_cfg, raw.feat_sizes)
         t = self.test_cfg
-        selected, index, counts = multiclass_nms3(
-            boxes, scores.unsqueeze(1), float(t["score_threshold"]), int(t["pre_nms_top_k"]),
-            int(t["max_per_image"]), float(t["nms_threshold"]), t["nms_box_offset"] == 0)
+        # Grow each box by nms_box_offset original pixels at the bottom right,
+        # then a plain-IoU NMS; the kept rows are read back from the ungrown boxes.
+        growth = paddle.concat([paddle.zeros_like(scale_factor), scale_factor], axis=1)
+        grown = boxes + float(t["nms_box_offset"]) * growth.unsqueeze(1)
+        _, index, counts = multiclass_nms3(
+            grown, scores.unsqueeze(1), float(t["score_threshold"]), int(t["pre_nms_top_k"]),
+            int(t["max_per_image"]), float(t["nms_threshold"]), True)
         index = index.reshape([-1])
+        kept_boxes = paddle.gather(boxes.reshape([-1, 4]), index)
+        kept_scores = paddle.gather(scores.reshape([-1, 1]), index)
         anchors = paddle.shape(scores)[1]
         image_index = paddle.floor_divide(index, anchors.astype(index.dtype)).astype("float32").unsqueeze(1)
         if landmarks is None:
-            points = paddle.zeros_like(selected[:, :1]).tile([1, NUM_LANDMARK_COORDS])
+            points = paddle.zeros_like(kept_scores).tile([1, NUM_LANDMARK_COORDS])
         else:
             points = paddle.gather(landmarks.reshape([-1, NUM_LANDMARK_COORDS]), index)
-        dets = paddle.concat([image_index, selected[:, 1:6], points], axis=1)
+        dets = paddle.concat([image_index, kept_scores, kept_boxes, points], axis=1)
         return dets, counts

@@ -4,6 +4,8 @@
   program        the program file (model.json or model.pdmodel); params: model.pdiparams
   input          the InputPolicy settings (policy, target_size, pad_multiple,
                  mean, std, channel_order)
+  inputs         the graph's input names: image, plus scale_factor [N,2] (sx, sy)
+                 for --with_nms graphs
   outputs        the graph's output names, in graph order
   decode         the head's deploy_config(): kind (retina | distance | yunet) + parameters
   test           score_threshold, nms_threshold, pre_nms_top_k, max_per_image,
@@ -89,6 +91,7 @@ def infer_settings(cfg, model, outputs, with_nms, program_file, has_landmarks=Tr
         "program": program_file,
         "params": "model.pdiparams",
         "input": {key: settings[key] for key in INPUT_DEFAULTS},
+        "inputs": ["image", "scale_factor"] if with_nms else ["image"],
         "outputs": list(outputs),
         "decode": model.deploy_config(),
         "test": read_section(cfg, "test", TEST_DEFAULTS),

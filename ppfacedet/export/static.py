@@ -34,6 +34,8 @@ from .legacy_ops import legacy_static_ops
 
 PROGRAM_FILES = {"pir": "model.json", "legacy": "model.pdmodel"}
 INPUT_SPEC = [InputSpec([None, 3, None, None], "float32", "image")]
+# --with_nms graphs also take each image's scale, original -> network pixels
+NMS_INPUT_SPEC = INPUT_SPEC + [InputSpec([None, 2], "float32", "scale_factor")]
 
 
 class DeployGraph(nn.Layer):
@@ -72,7 +74,7 @@ def export_inference_model(cfg, model, output_dir, with_nms=False, program_forma
         names = [name for name, _ in model.deploy_outputs(raw)]
         has_landmarks = model.head.decode(raw)[2] is not None
     with legacy_static_ops() if program_format == "legacy" else contextlib.nullcontext():
-        paddle.jit.save(graph, os.path.join(folder, "model"), input_spec=INPUT_SPEC)
+        paddle.jit.save(graph, os.path.join(folder, "model"), input_spec=NMS_INPUT_SPEC if with_nms else INPUT_SPEC)
     if was_training:
         model.train()
     outputs = graph.output_names if with_nms else names
