@@ -16,11 +16,14 @@ def base_parser(description, config_required=True):
     parser.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. -o weights=out.pdparams -o test.nms_threshold=0.45 "
                              "(repeatable)")
+    parser.add_argument("--slim_config", action="append", default=[], metavar="YML",
+                        help="overlay merged over the config before -o, e.g. configs/slim/qat.yml for "
+                             "quantization-aware training")
     return parser
 
 
 def load_cfg(args):
-    return load_config(args.config, args.opt)
+    return load_config(args.config, args.opt, overlays=args.slim_config)
 
 
 def run(main):

@@ -2,6 +2,7 @@
 
   python tools/export_model.py -c configs/scrfd_500m_kps.yml -o weights=W.pdparams --output_dir output/export
   python tools/export_model.py -c CFG -o weights=W --output_dir DIR --with_nms --format legacy
+  python tools/export_model.py -c CFG --slim_config configs/slim/qat.yml -o weights=QAT_W --output_dir DIR  # int8
 
 Writes DIR/<config name>/: the program (model.json, or model.pdmodel with
 --format legacy, which the quantization tools and paddle2onnx 1.x read),
@@ -27,6 +28,7 @@ def main():
 
     from ppfacedet.core.errors import PPFaceDetError
     from ppfacedet.engine.checkpoint import load_weights
+    from ppfacedet.export.qat import export_qat_model
     from ppfacedet.export.static import export_inference_model
     from ppfacedet.modeling.detector import build_model
 
@@ -34,8 +36,13 @@ def main():
         raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
     model = build_model(cfg)
     load_weights(model, cfg["weights"])
-    folder = export_inference_model(cfg, model, args.output_dir, with_nms=args.with_nms,
-                                    program_format=args.format)
+    if cfg.get("quant"):  # a QAT model (--slim_config configs/slim/qat.yml): int8, old program format
+        if args.with_nms:
+            raise PPFaceDetError("--with_nms is not supported for QAT exports; export without it")
+        folder = export_qat_model(cfg, model, args.output_dir)
+    else:
+        folder = export_inference_model(cfg, model, args.output_dir, with_nms=args.with_nms,
+                                        program_format=args.format)
     print(f"exported {cfg.name} -> {folder}")
     return 0
 

@@ -152,9 +152,15 @@ def check_top_level(cfg):
                 f"valid top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
 
 
-def load_config(path, overrides=()):
-    """Load ``path`` with its ``_BASE_`` chain, then apply ``-o`` overrides."""
+def load_config(path, overrides=(), overlays=()):
+    """Load ``path`` with its ``_BASE_`` chain, merge each overlay file over it
+    (``--slim_config``: e.g. quantization-aware training), then apply ``-o``
+    overrides."""
     data, sources = _load_file(path, [])
+    for overlay in overlays:
+        overlay_data, overlay_sources = _load_file(overlay, [])
+        data = _merge(data, overlay_data)
+        sources.update(overlay_sources)
     cfg = Config(data, sources)
     cfg.name = os.path.splitext(os.path.basename(path))[0]
     cfg.path = os.path.abspath(path)

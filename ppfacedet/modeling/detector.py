@@ -59,6 +59,12 @@ class Detector(nn.Layer):
 
 
 def build_model(cfg):
+    """The config's Detector; with a ``quant`` section (the QAT overlay) its
+    convs are wrapped with fake quanters, so every tool sees the same model."""
     from ..core.config import read_section
     model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None, "norm_eval": False})
-    return Detector(**model_cfg)
+    model = Detector(**model_cfg)
+    if cfg.get("quant"):
+        from ..export.qat import apply_qat
+        model = apply_qat(model, cfg["quant"])
+    return model

@@ -1,0 +1,51 @@
+"""Post-training INT8 quantization (PaddleSlim quant_post_static) for CPU deployment.
+
+  python tools/quant.py -c configs/scrfd_500m_kps.yml -o weights=W.pdparams --calib_dir photos/ --output_dir output/int8
+  python tools/quant.py -c CFG -o weights=W --calib_dir DIR --output_dir OUT --calib_num 64 --algo mse --skip first
+
+Writes OUT/<config name>/: model.pdmodel, model.pdiparams and infer_cfg.yml
+(``precision: int8``), a folder deploy/python/infer.py runs; with
+--enable_mkldnn the quantized convs run as oneDNN int8 kernels.
+
+Calibration images (searched recursively under --calib_dir) go through the
+model's own input policy. By default depthwise convs stay in float: measured
+on the WIDER 200-image subset, quantizing them costs RetinaFace-mnet0.25 up to
+33 AP points (per-tensor int8 inputs of convs whose folded batch-norm gains
+reach 60x), while keeping them in float keeps every model within 1 point.
+"""
+import _path  # noqa: F401
+
+from ppfacedet.cli import base_parser, load_cfg, run
+from ppfacedet.export.quant import ALGOS, DEFAULT_SKIP, SKIP_GROUPS
+
+
+def main():
+    parser = base_parser(__doc__)
+    parser.add_argument("--calib_dir", required=True, help="folder of calibration images (searched recursively)")
+    parser.add_argument("--output_dir", default="output/int8", help="the model goes to OUTPUT_DIR/<config name>")
+    parser.add_argument("--calib_num", type=int, default=32, help="number of calibration images (default 32)")
+    parser.add_argument("--algo", default="abs_max", choices=ALGOS,
+                        help="activation range estimate (default abs_max)")
+    parser.add_argument("--skip", default=DEFAULT_SKIP,
+                        help=f"convs left in float, comma-separated among {', '.join(SKIP_GROUPS)}; "
+                             f"'' quantizes all (default {DEFAULT_SKIP})")
+    args = parser.parse_args()
+    cfg = load_cfg(args)
+
+    from ppfacedet.core.errors import PPFaceDetError
+    from ppfacedet.engine.checkpoint import load_weights
+    from ppfacedet.export.quant import quantize_model
+    from ppfacedet.modeling.detector import build_model
+
+    if not cfg.get("weights"):
+        raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
+    model = build_model(cfg)
+    load_weights(model, cfg["weights"])
+    folder = quantize_model(cfg, model, args.calib_dir, args.output_dir, calib_num=args.calib_num,
+                            algo=args.algo, skip=args.skip)
+    print(f"quantized {cfg.name} -> {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
