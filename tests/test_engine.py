@@ -151,3 +151,21 @@ def test_amp_on_cpu_says_it_is_a_no_op_and_trains_in_float32(tmp_path, caplog):
         trainer = Trainer(load_config(make_tiny_config(tmp_path), ["epochs=1"]), amp=True)
     assert trainer.amp is False
     assert any("--amp needs a GPU" in r.message for r in caplog.records)
+
+
+def test_metric_is_built_by_name_and_checked(tmp_path):
+    from ppfacedet.core import ConfigError
+    from ppfacedet.engine.metrics import WiderFaceMAP, build_metric
+    cfg_path = make_tiny_config(tmp_path)
+    assert isinstance(build_metric(load_config(cfg_path, ["metric.type=WiderFaceMAP"])), WiderFaceMAP)
+    with pytest.raises(ConfigError, match="did you mean 'WiderFaceAP'"):
+        build_metric(load_config(cfg_path, ["metric.type=WiderFaceAp"]))
+    with pytest.raises(ConfigError, match="easy, medium, hard"):
+        build_metric(load_config(cfg_path, ["metric.type=WiderFaceAP", "metric.target=hardest"]))
+    # the stricter metric scores the same model lower: IoU 0.5 is its easiest threshold
+    trainer = Trainer(load_config(cfg_path, ["epochs=1"]))
+    trainer.train()
+    ap = trainer.evaluate()
+    trainer.cfg["metric"] = {"type": "WiderFaceMAP"}
+    strict = trainer.evaluate()
+    assert all(strict[k] <= ap[k] + 1e-9 for k in ap)

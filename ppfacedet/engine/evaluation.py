@@ -2,14 +2,13 @@
 from tqdm import tqdm
 
 from ..api import FaceDetector, detections_to_wider
-from ..core.config import read_section
 from ..core.errors import DataError
 from ..core.logger import get_logger
 from ..data.image_io import read_image
 from ..data.loader import build_eval_set
+from .metrics import build_metric
 
 LOG = get_logger()
-METRIC_DEFAULTS = {"target": "hard", "iou_thresh": 0.5}
 
 
 def predict_eval_set(detector, eval_set, progress=True):
@@ -30,15 +29,9 @@ def predict_eval_set(detector, eval_set, progress=True):
     return preds
 
 
-def score_predictions(preds, ground_truth, iou_thresh=0.5):
-    from widerface_evaluate import evaluate
-    result = evaluate(preds, ground_truth, iou_thresh=iou_thresh)
-    return {k: float(result[k]) for k in ("easy", "medium", "hard")}
-
-
 def evaluate_model(model, cfg, target_size=None, progress=True):
-    metric = read_section(cfg, "metric", METRIC_DEFAULTS)
+    metric = build_metric(cfg)
     eval_set = build_eval_set(cfg)
     detector = FaceDetector.from_model(model, cfg, target_size)
     preds = predict_eval_set(detector, eval_set, progress)
-    return score_predictions(preds, eval_set.ground_truth(), metric["iou_thresh"])
+    return metric(preds, eval_set.ground_truth())

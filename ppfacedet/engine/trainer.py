@@ -11,7 +11,6 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ..core.config import read_section
 from ..core.errors import PPFaceDetError
 from ..core.logger import get_logger
 from ..core.registry import LR_SCHEDULES, OPTIMIZERS
@@ -20,6 +19,7 @@ from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
 from . import callbacks as cb
 from .checkpoint import load_weights, portable_optimizer_state, restore_optimizer_state
+from .metrics import build_metric
 
 LOG = get_logger()
 MAX_CONSECUTIVE_BAD_STEPS = 10
@@ -68,13 +68,13 @@ class Trainer:
         return bool(amp)
 
     def _build_callbacks(self, use_vdl, evaluate_during_training):
-        metric = read_section(self.cfg, "metric", {"target": "hard", "iou_thresh": 0.5})
+        target = build_metric(self.cfg).target
         callbacks = [cb.LogPrinter(self.cfg.get("log_iter", 20))]
         if evaluate_during_training:
             if "eval_dataset" not in self.cfg:
                 raise PPFaceDetError(f"--eval needs an 'eval_dataset' section in {self.cfg.path}")
             callbacks.append(cb.Evaluator(self.cfg.get("eval_period", 1)))
-        callbacks.append(cb.Checkpointer(self.out_dir, self.cfg.get("snapshot_epoch", 1), metric["target"]))
+        callbacks.append(cb.Checkpointer(self.out_dir, self.cfg.get("snapshot_epoch", 1), target))
         if use_vdl:
             callbacks.append(cb.VisualDLWriter(os.path.join(self.out_dir, "vdl")))
         return callbacks
