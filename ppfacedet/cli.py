@@ -40,3 +40,27 @@ def run(main):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def parse_input_shape(text):
+    """argparse type for ``--input_shape N,3,H,W``."""
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not N,C,H,W integers, e.g. 1,3,480,640") from None
+    if len(shape) != 4 or min(shape) <= 0 or shape[1] != 3:
+        raise argparse.ArgumentTypeError(f"'{text}' must be four positive integers N,3,H,W")
+    return shape
+
+
+def model_with_weights(cfg, required=True):
+    """The config's model with ``cfg['weights']`` loaded (an error naming the
+    fix when they are required and missing)."""
+    from .engine.checkpoint import load_weights
+    from .modeling.detector import build_model
+    if required and not cfg.get("weights"):
+        raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
+    model = build_model(cfg)
+    if cfg.get("weights"):
+        load_weights(model, cfg["weights"])
+    return model

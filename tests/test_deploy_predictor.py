@@ -13,7 +13,7 @@ import paddle
 import pytest
 import yaml
 
-from deploy_support import DEPLOY, FAMILY_NAMES, ROOT, exported, family, photos
+from deploy_support import DEPLOY, FAMILY_NAMES, exported, family, photos
 from ppfacedet.api import FaceDetector, detections_to_json
 from ppfacedet.export.infer_cfg import infer_settings
 from ppfacedet.postprocess.select import select_detections

@@ -177,7 +177,6 @@ def test_qat_trains_three_steps_and_exports_for_paddle_inference(tmp_path):
     require_data()
     import cv2
     import paddle
-    import yaml
     from ppfacedet.data.preprocess import InputPolicy
     from ppfacedet.core import load_config
     from ppfacedet.export.qat import export_qat_model

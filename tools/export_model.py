@@ -14,7 +14,7 @@ with --with_nms the decoded, suppressed detections ``dets`` [K, 16] and
 """
 import _path  # noqa: F401
 
-from ppfacedet.cli import base_parser, load_cfg, run
+from ppfacedet.cli import base_parser, load_cfg, model_with_weights, run
 
 
 def main():
@@ -27,15 +27,10 @@ def main():
     cfg = load_cfg(args)
 
     from ppfacedet.core.errors import PPFaceDetError
-    from ppfacedet.engine.checkpoint import load_weights
     from ppfacedet.export.qat import export_qat_model
     from ppfacedet.export.static import export_inference_model
-    from ppfacedet.modeling.detector import build_model
 
-    if not cfg.get("weights"):
-        raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
-    model = build_model(cfg)
-    load_weights(model, cfg["weights"])
+    model = model_with_weights(cfg)
     if cfg.get("quant"):  # a QAT model (--slim_config configs/slim/qat.yml): int8, old program format
         if args.with_nms:
             raise PPFaceDetError("--with_nms is not supported for QAT exports; export without it")

@@ -14,7 +14,7 @@ conversion by hand:
 """
 import _path  # noqa: F401
 
-from ppfacedet.cli import base_parser, load_cfg, run
+from ppfacedet.cli import base_parser, load_cfg, model_with_weights, run
 
 
 def main():
@@ -27,20 +27,13 @@ def main():
     if bool(args.config) == bool(args.model_dir):
         parser.error("give either -c CONFIG (with -o weights=...) or --model_dir of an export, not both")
 
-    from ppfacedet.core.errors import PPFaceDetError
     from ppfacedet.export.to_onnx import convert_to_onnx
 
     model_dir = args.model_dir
     if args.config:
-        from ppfacedet.engine.checkpoint import load_weights
         from ppfacedet.export.static import export_inference_model
-        from ppfacedet.modeling.detector import build_model
         cfg = load_cfg(args)
-        if not cfg.get("weights"):
-            raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
-        model = build_model(cfg)
-        load_weights(model, cfg["weights"])
-        model_dir = export_inference_model(cfg, model, args.output_dir)
+        model_dir = export_inference_model(cfg, model_with_weights(cfg), args.output_dir)
     path = convert_to_onnx(model_dir, args.save_file, args.opset)
     print(f"ONNX model -> {path}")
     return 0

@@ -10,21 +10,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def parse_shape(text):
-    try:
-        shape = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not N,C,H,W integers, e.g. 1,3,480,640") from None
-    if len(shape) != 4 or min(shape) <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be four positive integers N,C,H,W")
-    return shape
+from ppfacedet.cli import parse_input_shape  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True, help="model config (YAML)")
-    parser.add_argument("--input_shape", type=parse_shape, default=[1, 3, 480, 640],
+    parser.add_argument("--input_shape", type=parse_input_shape, default=[1, 3, 480, 640],
                         help="N,C,H,W of the dummy input (default 1,3,480,640 = VGA, the published tables' size)")
     parser.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. -o model.head.feat_channels=32 (repeatable)")

@@ -18,15 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def parse_shape(text):
-    try:
-        shape = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not N,C,H,W integers, e.g. 1,3,480,640") from None
-    if len(shape) != 4 or min(shape) <= 0 or shape[1] != 3:
-        raise argparse.ArgumentTypeError(f"'{text}' must be four positive integers N,3,H,W")
-    return shape
+from ppfacedet.cli import parse_input_shape  # noqa: E402
 
 
 def positive_int(text):
@@ -58,7 +50,7 @@ def build_parser():
     parser.add_argument("-c", "--config", required=True, help="model config (YAML)")
     parser.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. -o weights=W.pdparams (repeatable)")
-    parser.add_argument("--input_shape", type=parse_shape, default=[1, 3, 480, 640],
+    parser.add_argument("--input_shape", type=parse_input_shape, default=[1, 3, 480, 640],
                         help="N,3,H,W of the forward's input (default 1,3,480,640 = VGA)")
     parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--repeats", type=positive_int, default=20, help="timed runs (default 20)")

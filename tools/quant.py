@@ -15,7 +15,7 @@ reach 60x), while keeping them in float keeps every model within 1 point.
 """
 import _path  # noqa: F401
 
-from ppfacedet.cli import base_parser, load_cfg, run
+from ppfacedet.cli import base_parser, load_cfg, model_with_weights, run
 from ppfacedet.export.quant import ALGOS, DEFAULT_SKIP, SKIP_GROUPS
 
 
@@ -32,15 +32,9 @@ def main():
     args = parser.parse_args()
     cfg = load_cfg(args)
 
-    from ppfacedet.core.errors import PPFaceDetError
-    from ppfacedet.engine.checkpoint import load_weights
     from ppfacedet.export.quant import quantize_model
-    from ppfacedet.modeling.detector import build_model
 
-    if not cfg.get("weights"):
-        raise PPFaceDetError("no weights: pass -o weights=PATH.pdparams (a trained or converted model)")
-    model = build_model(cfg)
-    load_weights(model, cfg["weights"])
+    model = model_with_weights(cfg)
     folder = quantize_model(cfg, model, args.calib_dir, args.output_dir, calib_num=args.calib_num,
                             algo=args.algo, skip=args.skip)
     print(f"quantized {cfg.name} -> {folder}")

@@ -15,12 +15,12 @@ Two kinds of source are read:
 import re
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 
 from ..core.errors import DataError
 from ..core.registry import CONVERTERS
 from .onnx_weights import conv_weights, initializers, load_onnx, unfold_batchnorm
+from .run_order import layers_in_run_order
 from .torch_checkpoint import load_state_dict
 
 _PREFIXES = (("body.", "backbone."), ("fpn.", "neck."), ("ssh", "neck.ssh"), ("ClassHead.", "head.ClassHead."),
@@ -60,21 +60,7 @@ def from_state_dict(official):
 
 def conv_bn_run_order(model):
     """[(conv name, bn name)] of the backbone and neck, in execution order."""
-    order, handles = [], []
-    for name, layer in model.named_sublayers():
-        if isinstance(layer, (nn.Conv2D, nn.BatchNorm2D)) and not name.startswith("head."):
-            handles.append(layer.register_forward_post_hook(
-                lambda layer, inputs, output, name=name: order.append((name, layer))))
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
-            model(paddle.zeros([1, 3, 64, 64]))
-    finally:
-        for handle in handles:
-            handle.remove()
-        if was_training:
-            model.train()
+    order = layers_in_run_order(model, (nn.Conv2D, nn.BatchNorm2D), skip_prefix="head.")
     pairs = []
     for (conv, conv_layer), (bn, bn_layer) in zip(order[::2], order[1::2]):
         if not (isinstance(conv_layer, nn.Conv2D) and isinstance(bn_layer, nn.BatchNorm2D)):

@@ -18,13 +18,13 @@ import os
 import re
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 
 from ..core.errors import DataError
 from ..core.registry import CONVERTERS
 from ..modeling.layers import Scale
 from .onnx_weights import initializers, load_onnx, unfold_batchnorm
+from .run_order import layers_in_run_order
 from .torch_checkpoint import load_state_dict
 
 TRACE_INPUT_SIZE = 64
@@ -33,21 +33,7 @@ TRACE_INPUT_SIZE = 64
 def execution_order(model):
     """[(name, layer)] of the convs, norms and scales of ``model`` in the order
     a forward pass runs them (a shared layer appears once per call)."""
-    order, hooks = [], []
-    for name, layer in model.named_sublayers():
-        if isinstance(layer, (nn.Conv2D, nn.BatchNorm2D, nn.GroupNorm, Scale)):
-            hooks.append(layer.register_forward_post_hook(
-                lambda lyr, inputs, output, name=name: order.append((name, lyr))))
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
-            model(paddle.zeros([1, 3, TRACE_INPUT_SIZE, TRACE_INPUT_SIZE]))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return order
+    return layers_in_run_order(model, (nn.Conv2D, nn.BatchNorm2D, nn.GroupNorm, Scale), input_size=TRACE_INPUT_SIZE)
 
 
 class OnnxGraph:

@@ -1,5 +1,3 @@
-import numpy as np
-
 from ...core.registry import TRANSFORMS
 
 # Mirroring turns the left eye into the right one: landmarks are
