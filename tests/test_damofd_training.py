@@ -32,7 +32,7 @@ def test_a_searched_structure_trains_for_a_few_steps(tmp_path):
 @pytest.mark.slow
 def test_damofd_learns_synthetic_faces_from_scratch(tmp_path):
     cfg = make_tiny_config(tmp_path, num_train=96, num_val=16, image_size=128, base="configs/damofd_0.5g.yml")
-    trainer = Trainer(load_config(cfg, ["epochs=8", "train_loader.batch_size=8", "lr_schedule.base_lr=0.02",
+    trainer = Trainer(load_config(cfg, ["epochs=16", "train_loader.batch_size=8", "lr_schedule.base_lr=0.02",
                                         "lr_schedule.warmup_iters=20", "eval_period=100"]),
                       evaluate_during_training=True)
     state = trainer.train()
