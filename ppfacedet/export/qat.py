@@ -25,14 +25,12 @@ old IR, and marks it ``precision: int8``.
 """
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
 
 import yaml
 
 from ..core.config import read_section
 from ..core.errors import PPFaceDetError
+from .child import model_snapshot, run_module
 
 QUANT_DEFAULTS = {"weight_bits": 8, "activation_bits": 8, "moving_rate": 0.9, "skip": ["depthwise"]}
 QAT_SKIP_GROUPS = ("first", "depthwise")
@@ -95,21 +93,9 @@ def apply_qat(model, quant_cfg):
 def export_qat_model(cfg, model, output_dir):
     """A QAT-wrapped model -> ``output_dir/<cfg.name>`` (model.pdmodel, model.pdiparams,
     infer_cfg.yml with ``precision: int8``), exported in a child process in the old IR."""
-    import paddle
-    from .infer_cfg import plain_yaml
-    with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, f"{cfg.name}.yml")
-        with open(config, "w") as f:
-            yaml.safe_dump(plain_yaml(cfg), f, sort_keys=False)
-        weights = os.path.join(tmp, "qat.pdparams")
-        paddle.save(model.state_dict(), weights)
-        env = dict(os.environ, FLAGS_enable_pir_api="0")
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-        done = subprocess.run([sys.executable, "-m", "ppfacedet.export.qat", "-c", config, "--weights", weights,
-                               "--output_dir", output_dir], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PPFaceDetError(f"exporting the QAT model failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    with model_snapshot(cfg, model) as (config, weights):
+        run_module("ppfacedet.export.qat", ["-c", config, "--weights", weights, "--output_dir", output_dir],
+                   pir=False, what="exporting the QAT model")
     return os.path.join(output_dir, cfg.name)
 
 

@@ -24,13 +24,12 @@ SCRFD-500M; see ``fold_conv_scale``).
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import yaml
 
 from ..core.errors import PPFaceDetError
+from .child import run_module
 
 ALGOS = ("abs_max", "KL", "hist", "avg", "mse")
 # Only convolutions: everything else in these detectors is cheap, and oneDNN
@@ -307,13 +306,7 @@ def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_ma
 
 
 def run_in_legacy_process(args):
-    env = dict(os.environ, FLAGS_enable_pir_api="0")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    done = subprocess.run([sys.executable, "-m", "ppfacedet.export.quant"] + args,
-                          env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PPFaceDetError(f"post-training quantization failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    run_module("ppfacedet.export.quant", args, pir=False, what="post-training quantization")
 
 
 def main(argv=None):

@@ -21,15 +21,14 @@ Two program formats:
 import argparse
 import contextlib
 import os
-import subprocess
-import sys
 
 import paddle
 import paddle.nn as nn
 from paddle.static import InputSpec
 
 from ..core.errors import PPFaceDetError
-from .infer_cfg import plain_yaml, write_infer_cfg
+from .child import model_snapshot, run_module
+from .infer_cfg import write_infer_cfg
 from .legacy_ops import legacy_static_ops
 
 PROGRAM_FILES = {"pir": "model.json", "legacy": "model.pdmodel"}
@@ -84,28 +83,10 @@ def export_inference_model(cfg, model, output_dir, with_nms=False, program_forma
 
 def _export_in_child(cfg, model, output_dir, with_nms, program_format):
     """Save the weights, then export from a fresh interpreter with the other IR."""
-    import tempfile
-
-    import yaml
-    with tempfile.TemporaryDirectory() as tmp:
-        # The merged config (overrides included) under the same name, so the
-        # child builds the same model and names the folder alike.
-        config = os.path.join(tmp, f"{cfg.name}.yml")
-        with open(config, "w") as f:
-            yaml.safe_dump(plain_yaml(cfg), f, sort_keys=False)
-        weights = os.path.join(tmp, "weights.pdparams")
-        paddle.save(model.state_dict(), weights)
-        command = [sys.executable, "-m", "ppfacedet.export.static", "-c", config, "--weights", weights,
-                   "--output_dir", output_dir, "--format", program_format]
-        if with_nms:
-            command.append("--with_nms")
-        env = dict(os.environ, FLAGS_enable_pir_api="1" if program_format == "pir" else "0")
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PPFaceDetError(f"exporting {cfg.name} in the {program_format} format failed "
-                             f"(exit {done.returncode}):\n{done.stderr[-3000:]}")
+    with model_snapshot(cfg, model) as (config, weights):
+        args = ["-c", config, "--weights", weights, "--output_dir", output_dir, "--format", program_format]
+        run_module("ppfacedet.export.static", args + (["--with_nms"] if with_nms else []),
+                   pir=program_format == "pir", what=f"exporting {cfg.name} in the {program_format} format")
     return os.path.join(output_dir, cfg.name)
 
 
