@@ -58,6 +58,26 @@ def test_legacy_program_equals_dygraph(name):
         assert diff <= TOLERANCE, f"{name} legacy oneDNN={mkldnn}: max abs diff {diff}"
 
 
+def test_legacy_conv_biases_are_channel_adds():
+    """Every conv bias in the old ProgramDesc is added as a 1-D parameter with
+    axis 1, the form Paddle's conv+bias fuse passes match (Paddle's own trace
+    writes reshape2(bias) + add, which stays two unfused ops)."""
+    from paddle.base.proto import framework_pb2
+    folder = exported("retinaface_mnet025", program_format="legacy")
+    with open(os.path.join(folder, "model.pdmodel"), "rb") as f:
+        block = framework_pb2.ProgramDesc.FromString(f.read()).blocks[0]
+    parameters = {v.name for v in block.vars if v.persistable}
+    inputs = [{slot.parameter: list(slot.arguments) for slot in op.inputs} for op in block.ops]
+    conv_outputs = {arg for op in block.ops if op.type in ("conv2d", "depthwise_conv2d")
+                    for slot in op.outputs for arg in slot.arguments}
+    bias_adds = [(op, ins) for op, ins in zip(block.ops, inputs)
+                 if op.type == "elementwise_add" and ins["X"][0] in conv_outputs and ins["Y"][0] in parameters]
+    assert len(bias_adds) >= 9  # RetinaFace's heads: 3 levels x (class, box, landmark) convs
+    for op, _ in bias_adds:
+        assert [a.i for a in op.attrs if a.name == "axis"] == [1]
+    assert not [ins for op, ins in zip(block.ops, inputs) if op.type == "reshape2" and ins["X"][0] in parameters]
+
+
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_infer_cfg_describes_the_graph(name):
     cfg, model, _ = family(name)

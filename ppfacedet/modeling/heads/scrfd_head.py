@@ -96,9 +96,10 @@ class SCRFDHead(DenseHead):
         return "0" if self.strides_share else str(stride)
 
     def _flatten(self, x, channels_per_anchor):
-        """[N, A*C, H, W] -> [N, H*W*A, C] with rows ordered (y, x, anchor)."""
-        n = x.shape[0]
-        return x.transpose([0, 2, 3, 1]).reshape([n, -1, channels_per_anchor])
+        """[N, A*C, H, W] -> [N, H*W*A, C] with rows ordered (y, x, anchor).
+        The 0 copies N: a static shape, where a traced ``x.shape[0]`` would add
+        shape/slice/fill ops to every exported output."""
+        return x.transpose([0, 2, 3, 1]).reshape([0, -1, channels_per_anchor])
 
     def forward(self, feats):
         if len(feats) != len(self.strides):

@@ -229,6 +229,5 @@ class YuNetHead(DenseHead):
 
 
 def _flatten(x):
-    """[N, C, H, W] -> [N, H*W, C], rows in (y, x) order."""
-    n, c = x.shape[0], x.shape[1]
-    return x.transpose([0, 2, 3, 1]).reshape([n, -1, c])
+    """[N, C, H, W] -> [N, H*W, C], rows in (y, x) order (0 copies N; see SCRFDHead._flatten)."""
+    return x.transpose([0, 2, 3, 1]).reshape([0, -1, x.shape[1]])
