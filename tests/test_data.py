@@ -167,3 +167,17 @@ def test_synthetic_faces_are_deterministic_and_inside_the_image():
     for box, lm in zip(boxes1, lms1):
         assert (lm[:, 0] >= box[0] - 1).all() and (lm[:, 0] <= box[2] + 1).all()
         assert (lm[:, 1] >= box[1] - 1).all() and (lm[:, 1] <= box[3] + 1).all()
+
+
+@pytest.mark.parametrize("order", ["BGR", "RGB"])
+def test_normalize_is_channel_order_then_mean_and_std(order):
+    """The fast cv2 path is bit-identical to the plain formula, per-channel
+    mean and std included (ImageNet's values are not powers of two)."""
+    image = np.random.RandomState(3).randint(0, 256, (37, 53, 3), dtype=np.uint8)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    got = InputPolicy(mean=mean, std=std, channel_order=order).normalize(image)
+    swapped = image[:, :, ::-1] if order == "RGB" else image
+    expected = (swapped.transpose(2, 0, 1).astype(np.float32) - np.float32(mean).reshape(3, 1, 1)) \
+        / np.float32(std).reshape(3, 1, 1)
+    assert got.dtype == np.float32 and got.shape == (3, 37, 53)
+    np.testing.assert_array_equal(got, expected)
