@@ -156,6 +156,28 @@ def test_with_nms_batch_layout():
     np.testing.assert_allclose(onednn["dets"], dets, atol=1e-3)
 
 
+def test_with_nms_graph_keeps_no_rows_plain_and_under_onednn(tmp_path):
+    """When no face passes the threshold the graph returns zero rows, with
+    oneDNN too (concatenating the empty kept parts crashed oneDNN's concat)."""
+    from ppfacedet.core import load_config
+    from ppfacedet.export.static import export_inference_model
+    from predictor import Predictor, load_infer_cfg
+    from deploy_support import ROOT
+    name = "scrfd_500m_kps"
+    _, model, _ = family(name)
+    # sigmoid scores never exceed 1.0, so nothing is kept
+    cfg = load_config(str(ROOT / "configs" / f"{name}.yml"), overrides=["test.score_threshold=1.0"])
+    folder = export_inference_model(cfg, model, str(tmp_path), with_nms=True)
+    info = load_infer_cfg(folder)
+    policy = InputPolicy.from_config(cfg)
+    prepared = [policy(image) for image in photos()]
+    batch = np.stack([tensor for tensor, _ in prepared])
+    scales = np.asarray([meta["scale"] for _, meta in prepared], np.float32)
+    for mkldnn in (False, True):
+        out = Predictor(folder, info, enable_mkldnn=mkldnn)(batch, scales)
+        assert out["dets"].shape == (0, 16) and out["counts"].tolist() == [0, 0]
+
+
 def test_export_model_tool(tmp_path):
     import subprocess
     import sys

@@ -128,14 +128,12 @@ class NMSGraph(nn.Layer):
         _, index, counts = multiclass_nms3(
             grown, scores.unsqueeze(1), float(t["score_threshold"]), int(t["pre_nms_top_k"]),
             int(t["max_per_image"]), float(t["nms_threshold"]), True)
-        index = index.reshape([-1])
-        kept_boxes = paddle.gather(boxes.reshape([-1, 4]), index)
-        kept_scores = paddle.gather(scores.reshape([-1, 1]), index)
-        anchors = paddle.shape(scores)[1]
-        image_index = paddle.floor_divide(index, anchors.astype(index.dtype)).astype("float32").unsqueeze(1)
+        # Every anchor's output row is laid out first and the kept rows are then
+        # gathered in one step: concatenating the kept parts instead crashes
+        # oneDNN's concat when no face is kept (K = 0).
+        image_index = paddle.zeros_like(scores) + paddle.arange(paddle.shape(scores)[0], dtype="float32").unsqueeze(1)
         if landmarks is None:
-            points = paddle.zeros_like(kept_scores).tile([1, NUM_LANDMARK_COORDS])
-        else:
-            points = paddle.gather(landmarks.reshape([-1, NUM_LANDMARK_COORDS]), index)
-        dets = paddle.concat([image_index, kept_scores, kept_boxes, points], axis=1)
+            landmarks = paddle.zeros_like(scores).unsqueeze(-1).tile([1, 1, NUM_LANDMARK_COORDS])
+        rows = paddle.concat([image_index.unsqueeze(-1), scores.unsqueeze(-1), boxes, landmarks], axis=-1)
+        dets = paddle.gather(rows.reshape([-1, 6 + NUM_LANDMARK_COORDS]), index.reshape([-1]))
         return dets, counts
