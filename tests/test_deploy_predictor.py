@@ -96,7 +96,9 @@ def test_deploy_preprocess_equals_input_policy():
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
-def test_predictor_detections_equal_face_detector(name):
+def test_predictor_detections_equal_face_detector(name, shared_data):
+    """Needs the WIDER photos: on the synthetic noise stand-ins the models keep
+    no face or thousands of near-tied ones, which says nothing about equality."""
     cfg, model, _ = family(name)
     expected = FaceDetector.from_model(model, cfg)(list(photos()))
     detector = deploy_infer.FaceDetector(exported(name), batch_size=2)
