@@ -21,15 +21,17 @@ reports its size and speed (``ppfacedet.compare.metrics``). Two kinds:
 
 Every runner sees the same image geometry (``Protocol``) and the same
 selection: score > ``score_threshold``, greedy NMS at ``nms_threshold`` (IoU
-without the +1 pixel convention), no top-k cap. ppfacedet models use paddle's
-NMS, the ONNX runners the numpy one below; both keep the same boxes.
+without the +1 pixel convention), no top-k cap, all by the library's
+``select_detections``.
 """
 import os
 
 import numpy as np
+import paddle
 
 from ..core.errors import PPFaceDetError
 from ..data.preprocess import InputPolicy
+from ..postprocess.select import select_detections
 from ..postprocess.priors import feature_sizes, grid_points, retina_priors
 from . import metrics
 
@@ -163,7 +165,11 @@ class OnnxRunner(Runner):
         canvas, scale = self.protocol(image)
         h, w = canvas.shape[:2]
         boxes, scores, landmarks = self.decoder.decode(self.outputs(canvas), h, w)
-        return select(boxes, scores, landmarks, scale, self.score_threshold, self.nms_threshold)
+        n = len(scores)
+        return select_detections(
+            batch_of_one(boxes, [n, 4]), batch_of_one(scores, [n]),
+            None if landmarks is None else batch_of_one(landmarks, [n, 10]), [{"scale": scale}],
+            self.score_threshold, self.nms_threshold, pre_nms_top_k=NO_CAP, max_per_image=NO_CAP)[0]
 
     def size(self, input_size):
         return {**metrics.onnx_params(self.path), "macs": metrics.onnx_macs(self.path, input_size)}
@@ -284,33 +290,9 @@ class RetinaFaceDecoder:
         return np.concatenate([centre - half, centre + half], 1), conf[:, 1], landmarks
 
 
-# ------------------------------------------------------------------ selection
-def select(boxes, scores, landmarks, scale, score_threshold, nms_threshold):
-    """Threshold, greedy NMS, then back to original pixels (numpy)."""
-    keep = scores > score_threshold
-    boxes, scores = boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
-    landmarks = landmarks[keep].astype(np.float32) if landmarks is not None else None
-    kept = nms(boxes, scores, nms_threshold)
-    sx, sy = scale
-    out = {"boxes": boxes[kept] / np.array([sx, sy, sx, sy], np.float32), "scores": scores[kept],
-           "landmarks": None}
-    if landmarks is not None:
-        out["landmarks"] = landmarks[kept] / np.array([sx, sy], np.float32)
-    return out
-
-
-def nms(boxes, scores, iou_threshold):
-    """Indices kept by greedy NMS, highest score first."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    order, kept = np.argsort(-scores, kind="stable"), []
-    while order.size:
-        i, rest = order[0], order[1:]
-        kept.append(i)
-        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-12) <= iou_threshold]
-    return np.asarray(kept, np.int64)
+def batch_of_one(array, shape):
+    """A numpy decode result as the [1, ...] float32 tensor ``select_detections`` takes."""
+    return paddle.to_tensor(np.asarray(array, np.float32).reshape([1, *shape]))
 
 
 def build_runner(spec, protocol, score_threshold, nms_threshold, threads=1):
