@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from deploy_support import FAMILY_NAMES, dygraph_outputs, exported, family, photos, run_program
+from deploy_support import FAMILY_NAMES, ROOT, dygraph_outputs, exported, family, photos, run_program
 from ppfacedet.data.preprocess import InputPolicy
 
 TOLERANCE = 1e-4
@@ -162,7 +162,6 @@ def test_with_nms_graph_keeps_no_rows_plain_and_under_onednn(tmp_path):
     from ppfacedet.core import load_config
     from ppfacedet.export.static import export_inference_model
     from predictor import Predictor, load_infer_cfg
-    from deploy_support import ROOT
     name = "scrfd_500m_kps"
     _, model, _ = family(name)
     # sigmoid scores never exceed 1.0, so nothing is kept
@@ -183,7 +182,6 @@ def test_export_model_tool(tmp_path):
     import sys
 
     import paddle
-    from deploy_support import ROOT
     cfg, model, _ = family("yunet_n")
     weights = tmp_path / "yunet_n.pdparams"
     paddle.save(model.state_dict(), str(weights))
