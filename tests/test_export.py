@@ -134,8 +134,9 @@ def test_with_nms_graph_equals_decode_and_select(name):
             np.testing.assert_allclose(got["landmarks"], expected["landmarks"], atol=1e-3)
 
 
-def test_with_nms_batch_layout():
-    """A batch of two: rows carry their image index, counts add up, oneDNN agrees."""
+def test_with_nms_batch_layout(shared_data):
+    """A batch of two: rows carry their image index, counts add up, oneDNN agrees.
+    Needs the WIDER photos: the layout checks need faces kept in both images."""
     cfg, model, _ = family("scrfd_500m_kps")
     policy = InputPolicy.from_config(cfg)
     prepared = [policy(image) for image in photos()]
