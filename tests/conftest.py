@@ -10,6 +10,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message=".*ccache.*")
 os.environ.setdefault("FLAGS_call_stack_level", "0")
+# Tests never download: a config whose pretrain_weights is a URL fails fast
+# (tools run as subprocesses inherit this); download tests lift it themselves.
+os.environ["PPFACEDET_OFFLINE"] = "1"
 
 
 @pytest.fixture

@@ -37,5 +37,6 @@ def make_tiny_config(tmp_path, num_train=16, num_val=8, image_size=96, extra="",
         epochs: 2
         log_iter: 1
         input: {{target_size: {image_size}}}
+        pretrain_weights: null  # random init: the base config names ImageNet weights to download
         """) + textwrap.dedent(extra))
     return str(cfg)

@@ -18,8 +18,9 @@ from ..data.loader import build_train_loader, unpack_batch
 from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
 from . import callbacks as cb
-from .checkpoint import load_weights, portable_optimizer_state, restore_optimizer_state
+from .checkpoint import portable_optimizer_state, restore_optimizer_state
 from .metrics import build_metric
+from .pretrain import load_pretrained
 
 LOG = get_logger()
 MAX_CONSECUTIVE_BAD_STEPS = 10
@@ -116,13 +117,17 @@ class Trainer:
         np.random.set_state(ckpt["numpy_rng"])
         LOG.info("resumed from %s at epoch %d, iteration %d", path, self.state["epoch"], self.state["iteration"])
 
-    def load_pretrained(self, path):
-        skipped = load_weights(self.model, path, strict=False)
-        LOG.info("initialised from %s%s", path, f" ({len(skipped)} tensors left at init)" if skipped else "")
+    def load_pretrained(self, source):
+        """``source``: the ``pretrain_weights`` value (file, URL or {url, sha256}); see engine/pretrain.py."""
+        report = load_pretrained(self.model, source, strict=self.cfg.get("pretrain_strict", True),
+                                 where=self.cfg.where("pretrain_weights"))
+        LOG.info(report.summary())
+        if not report.fills_backbone:
+            LOG.warning(report.shortfall())
         if not self.model.norm_eval and has_folded_batchnorm(self.model):
             LOG.warning("%s has identity BatchNorm statistics (converted from a BN-folded export): they only "
                         "hold in inference mode, so training would replace them with batch statistics and "
-                        "break the model. Fine-tune with -o model.norm_eval=true", path)
+                        "break the model. Fine-tune with -o model.norm_eval=true", report.path)
 
     # -- the loop -------------------------------------------------------------
     def train(self):

@@ -1,12 +1,21 @@
 """ResNet trunk with torchvision's layout and parameter names (``conv1``,
 ``bn1``, ``layer1.0.conv1`` ..., stride on the 3x3 conv), so torchvision-based
-checkpoints such as RetinaFace-R50's ``body`` import by prefix rename."""
+checkpoints such as RetinaFace-R50's ``body`` import by prefix rename.
+paddle.vision's ResNet uses the same names; PaddleClas's are mapped by
+``pretrained_name``."""
+import re
+
 import paddle.nn as nn
 
 from ...core.registry import BACKBONES
 
 # Bottleneck blocks per stage.
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# PaddleClas's ResNet ("vb", ppcls/arch/backbone/legendary_models/resnet.py): a
+# one-conv ``stem``, then every bottleneck in one ``blocks`` list with
+# ConvBNLayers conv0/conv1/conv2 (1x1, strided 3x3, 1x1) and ``short``.
+_PADDLECLAS_STEM = re.compile(r"stem\.0\.(conv|bn)\.(\w+)")
+_PADDLECLAS_BLOCK = re.compile(r"blocks\.(\d+)\.(conv0|conv1|conv2|short)\.(conv|bn)\.(\w+)")
 
 
 class Bottleneck(nn.Layer):
@@ -59,6 +68,28 @@ class ResNet(nn.Layer):
             if index > 0:
                 self.out_channels.append(channels)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self._blocks = _DEPTHS[depth]
+
+    def pretrained_name(self, name):
+        """Our name for a tensor of PaddleClas's ImageNet ResNet, or None."""
+        stem = _PADDLECLAS_STEM.fullmatch(name)
+        if stem:
+            return f"{'conv1' if stem[1] == 'conv' else 'bn1'}.{stem[2]}"
+        block = _PADDLECLAS_BLOCK.fullmatch(name)
+        if not block:
+            return None
+        index = int(block[1])
+        for stage, blocks in enumerate(self._blocks):
+            if index < blocks:
+                break
+            index -= blocks
+        else:
+            return None
+        if block[2] == "short":
+            inner = f"downsample.{0 if block[3] == 'conv' else 1}"
+        else:
+            inner = f"{block[3]}{int(block[2][-1]) + 1}"
+        return f"layer{stage + 1}.{index}.{inner}.{block[4]}"
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
