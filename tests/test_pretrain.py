@@ -25,25 +25,28 @@ MNET_BACKBONE_TENSORS = 27 * 5
 
 def random_state(names_shapes, seed):
     """Random values that keep a deep ResNet's activations finite in eval mode."""
-    rng = np.random.RandomState(seed)
+    rng = np.random.default_rng(seed)
     out = collections.OrderedDict()
     for name, shape in names_shapes:
         leaf = name.rsplit(".", 1)[-1]
         if leaf in ("running_var", "_variance"):
             value = rng.uniform(0.5, 1.5, shape)
         elif len(shape) == 4:
-            value = rng.randn(*shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        elif leaf in ("weight",) and len(shape) == 1:
+            value = rng.standard_normal(shape, np.float32) * np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
+        elif leaf == "weight" and len(shape) == 1:
             value = rng.uniform(0.5, 1.0, shape)
         else:
-            value = rng.randn(*shape) * 0.1
+            value = rng.standard_normal(shape, np.float32) * np.float32(0.1)
         out[name] = value.astype(np.float32)
     return out
 
 
-def paddle_vision_r50_state(seed=0):
-    """paddle.vision's ResNet-50 names and shapes, random values."""
-    return random_state([(k, tuple(v.shape)) for k, v in resnet50().state_dict().items()], seed)
+@pytest.fixture(scope="module")
+def paddle_vision_r50():
+    """paddle.vision's ResNet-50 and its names and shapes."""
+    model = resnet50()
+    model.eval()
+    return model, [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
 def torchvision_layout(paddle_state):
@@ -94,9 +97,11 @@ def r50_stages(layers, x):
     return [c3, c4, layers.layer4(c4)]
 
 
-@pytest.mark.parametrize("writer", [save_zip, save_legacy], ids=["zip", "legacy"])
-def test_torchvision_resnet50_fills_the_trunk_and_computes_as_paddle_vision(tmp_path, r50_model, writer):
-    state = paddle_vision_r50_state()
+@pytest.mark.parametrize("writer, seed", [(save_zip, 10), (save_legacy, 11)], ids=["zip", "legacy"])
+def test_torchvision_resnet50_fills_the_trunk_and_computes_as_paddle_vision(tmp_path, r50_model, writer, seed,
+                                                                            paddle_vision_r50):
+    reference, names_shapes = paddle_vision_r50
+    state = random_state(names_shapes, seed)
     path = tmp_path / "resnet50-19c8e357.pth"
     writer(torchvision_layout(state), path)
     report = load_pretrained(r50_model, str(path))
@@ -104,9 +109,7 @@ def test_torchvision_resnet50_fills_the_trunk_and_computes_as_paddle_vision(tmp_
     assert sorted(report.unused) == ["fc.bias", "fc.weight"]
     assert_backbone_holds(r50_model, {k: v for k, v in state.items() if not k.startswith("fc.")})
 
-    reference = resnet50()
     reference.set_state_dict(state)
-    reference.eval()
     r50_model.eval()
     x = paddle.to_tensor(np.random.RandomState(1).randn(1, 3, 64, 64).astype(np.float32))
     with paddle.no_grad():
@@ -115,9 +118,10 @@ def test_torchvision_resnet50_fills_the_trunk_and_computes_as_paddle_vision(tmp_
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rename", [lambda name: name, paddleclas_name], ids=["paddle.vision", "PaddleClas"])
-def test_paddle_imagenet_resnet50_fills_the_trunk(tmp_path, r50_model, rename):
-    state = paddle_vision_r50_state(seed=2)
+@pytest.mark.parametrize("rename, seed", [(lambda name: name, 20), (paddleclas_name, 21)],
+                         ids=["paddle.vision", "PaddleClas"])
+def test_paddle_imagenet_resnet50_fills_the_trunk(tmp_path, r50_model, rename, seed, paddle_vision_r50):
+    state = random_state(paddle_vision_r50[1], seed)
     path = tmp_path / "ResNet50_pretrained.pdparams"
     paddle.save({rename(k): v for k, v in state.items()}, str(path))
     report = load_pretrained(r50_model, str(path))
@@ -177,8 +181,8 @@ def test_a_file_for_another_trunk_is_an_error_naming_both_sides(tmp_path, r50_mo
     np.testing.assert_array_equal(r50_model.backbone.conv1.weight.numpy(), before)
 
 
-def test_a_partial_file_below_90_percent_is_refused(tmp_path, r50_model):
-    state = paddle_vision_r50_state(seed=4)
+def test_a_partial_file_below_90_percent_is_refused(tmp_path, r50_model, paddle_vision_r50):
+    state = random_state(paddle_vision_r50[1], seed=4)
     kept = dict(list(state.items())[:200])  # 200 of 265 trunk tensors: 75%
     path = tmp_path / "partial.pdparams"
     paddle.save(kept, str(path))
@@ -186,7 +190,7 @@ def test_a_partial_file_below_90_percent_is_refused(tmp_path, r50_model):
         load_pretrained(r50_model, str(path))
 
 
-def test_trainer_logs_the_backbone_count_and_reads_pretrain_strict(tmp_path, caplog):
+def test_trainer_logs_the_backbone_count_and_reads_pretrain_strict(tmp_path, caplog, paddle_vision_r50):
     path = tmp_path / "mobilenetV1X0.25_pretrain.tar"
     save_legacy({"state_dict": {f"module.{k}": v for k, v in official_mnet025_state().items()}}, path)
     demo = str(ROOT / "configs" / "retinaface_mnet025_demo.yml")
@@ -196,7 +200,7 @@ def test_trainer_logs_the_backbone_count_and_reads_pretrain_strict(tmp_path, cap
     assert f"135 of 135 backbone tensors loaded from {path}" in caplog.text
 
     r50 = tmp_path / "r50.pdparams"
-    paddle.save(paddle_vision_r50_state(), str(r50))
+    paddle.save(random_state(paddle_vision_r50[1], seed=5), str(r50))
     trainer = Trainer(load_config(demo, [f"pretrain_weights={r50}", "pretrain_strict=false", f"save_dir={tmp_path}"]))
     with caplog.at_level(logging.WARNING, logger="ppfacedet"):
         trainer.load_pretrained(trainer.cfg["pretrain_weights"])
