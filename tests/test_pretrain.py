@@ -234,3 +234,16 @@ def test_offline_the_default_initialisation_names_the_file_and_where_to_put_it(t
     message = str(error.value)
     assert str(tmp_path / "cache" / "mobilenetV1X0.25_pretrain.tar") in message
     assert "drive.google.com" in message and "-o pretrain_weights=" in message
+
+
+def test_qat_quanters_are_not_backbone_tensors_a_float_model_must_fill(tmp_path):
+    """The QAT overlay fine-tunes from float weights: its quanters' scales are
+    observed from data, so the float model fills the backbone entirely."""
+    config = str(ROOT / "configs" / "scrfd_500m_kps.yml")
+    float_model = build_model(load_config(config))
+    path = tmp_path / "scrfd_500m_kps.pdparams"
+    paddle.save(float_model.state_dict(), str(path))
+    qat_model = build_model(load_config(config, overlays=[str(ROOT / "configs" / "slim" / "qat.yml")]))
+    report = load_pretrained(qat_model, str(path))
+    assert report.backbone_loaded == len(report.backbone) > 0 and report.left_at_init == 0
+    assert report.other_loaded == len(float_model.state_dict()) - len(report.backbone)

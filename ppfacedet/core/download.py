@@ -96,13 +96,13 @@ def _progress(total, name):
                 disable=not sys.stderr.isatty())
 
 
-def _stream_to(url, handle, timeout):
+def _stream_to(url, handle, timeout, label):
     """Write the body of ``url`` to ``handle``; an early end of the stream is an error."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = response.headers.get("Content-Length")
         total = int(total) if total and total.isdigit() else None
         received = 0
-        with _progress(total, os.path.basename(handle.name)) as bar:
+        with _progress(total, label) as bar:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 handle.write(chunk)
                 received += len(chunk)
@@ -141,7 +141,7 @@ def download(url, checksums=None, download_page=None, timeout=60):
     try:
         try:
             with part:
-                _stream_to(url, part, timeout)
+                _stream_to(url, part, timeout, os.path.basename(target))
         except (urllib.error.URLError, http.client.HTTPException, OSError, DownloadError) as e:
             raise DownloadError(f"cannot download {url} ({e}): {hint}") from None
         problem = checksum_problem(part.name, checksums)
