@@ -16,7 +16,7 @@ from ppfacedet.core.errors import PPFaceDetError
 from ppfacedet.engine.pretrain import load_pretrained
 from ppfacedet.engine.trainer import Trainer
 from ppfacedet.modeling.detector import build_model
-from torch_files import save_legacy, save_zip
+from torch_files import save_legacy, save_zip, state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 R50_BACKBONE_TENSORS = 53 * 5  # 53 convs, each with a BN (weight, bias, mean, variance)
@@ -103,7 +103,7 @@ def test_torchvision_resnet50_fills_the_trunk_and_computes_as_paddle_vision(tmp_
     reference, names_shapes = paddle_vision_r50
     state = random_state(names_shapes, seed)
     path = tmp_path / "resnet50-19c8e357.pth"
-    writer(torchvision_layout(state), path)
+    writer(state_dict(torchvision_layout(state)), path)
     report = load_pretrained(r50_model, str(path))
     assert report.backbone_loaded == len(report.backbone) == R50_BACKBONE_TENSORS
     assert sorted(report.unused) == ["fc.bias", "fc.weight"]
@@ -155,10 +155,10 @@ def official_mnet025_state(seed=3):
 def test_pytorch_retinaface_mnet025_pretrain_tar_fills_every_trunk_tensor(tmp_path):
     state = official_mnet025_state()
     checkpoint = {"epoch": 18, "arch": "mobilenet", "best_acc1": 46.58,
-                  "state_dict": collections.OrderedDict((f"module.{k}", v) for k, v in state.items()),
+                  "state_dict": state_dict((f"module.{k}", v) for k, v in state.items()),
                   "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]}}
     path = tmp_path / "mobilenetV1X0.25_pretrain.tar"
-    save_legacy(checkpoint, path)
+    save_legacy(checkpoint, path, location="cuda:0")  # saved from GPU, as the official file was
     model = build_model(load_config(str(ROOT / "configs" / "retinaface_mnet025.yml")))
     report = load_pretrained(model, str(path))
     assert report.backbone_loaded == len(report.backbone) == MNET_BACKBONE_TENSORS

@@ -4,8 +4,9 @@ used, so tests can build files in the official layouts from random values.
 The pickle stream is emitted opcode by opcode (protocol 2, as torch.save
 writes it): a tensor is ``torch._utils._rebuild_tensor_v2(storage, offset,
 size, stride, requires_grad, hooks)`` whose storage is a persistent id
-``('storage', torch.<Type>Storage, key, 'cpu', numel)``. The standard
-pickler cannot write those globals without importing torch.
+``('storage', torch.<Type>Storage, key, 'cpu', numel)``. A state dict's
+``_metadata`` attribute (module versions) is written as torch writes it, with
+BUILD. The standard pickler cannot write those globals without importing torch.
 """
 import collections
 import io
@@ -21,8 +22,9 @@ _STORAGES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStor
 
 
 class _Emitter:
-    def __init__(self, legacy):
+    def __init__(self, legacy, location):
         self.legacy = legacy  # legacy persistent ids end with a view_metadata field
+        self.location = location
         self.out = io.BytesIO()
         self.storages = []  # (key, array) in order of appearance
 
@@ -48,7 +50,7 @@ class _Emitter:
         self.value("storage")
         self.global_("torch", _STORAGES[array.dtype])
         self.value(key)
-        self.value("cpu")
+        self.value(self.location)
         self.value(array.size)
         if self.legacy:
             self.value(None)
@@ -99,21 +101,24 @@ class _Emitter:
                 self.value(key)
                 self.value(item)
             self.op(b"u")
+            if getattr(obj, "_metadata", None) is not None:
+                self.value({"_metadata": obj._metadata})
+                self.op(b"b")
         else:
             raise TypeError(f"cannot emit {type(obj).__name__}")
 
 
-def _pickle(obj, legacy=False):
-    emitter = _Emitter(legacy)
+def _pickle(obj, legacy=False, location="cpu"):
+    emitter = _Emitter(legacy, location)
     emitter.op(b"\x80\x02")
     emitter.value(obj)
     emitter.op(b".")
     return emitter.out.getvalue(), emitter.storages
 
 
-def save_zip(obj, path, root="archive"):
+def save_zip(obj, path, root="archive", location="cpu"):
     """torch >= 1.6's format: ``<root>/data.pkl`` plus one file per storage."""
-    data, storages = _pickle(obj)
+    data, storages = _pickle(obj, location=location)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(f"{root}/data.pkl", data)
         zf.writestr(f"{root}/byteorder", "little")
@@ -122,12 +127,12 @@ def save_zip(obj, path, root="archive"):
         zf.writestr(f"{root}/version", "3\n")
 
 
-def save_legacy(obj, path):
+def save_legacy(obj, path, location="cpu"):
     """torch < 1.6's format: magic, protocol, system info, the object, the
     storage keys, then each storage as an int64 element count and its bytes."""
     sys_info = {"protocol_version": LEGACY_PROTOCOL, "little_endian": True,
                 "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    data, storages = _pickle(obj, legacy=True)
+    data, storages = _pickle(obj, legacy=True, location=location)
     with open(path, "wb") as f:
         for header in (LEGACY_MAGIC, LEGACY_PROTOCOL, sys_info):
             f.write(_pickle(header)[0])
@@ -136,3 +141,10 @@ def save_legacy(obj, path):
         for _, array in storages:
             f.write(struct.pack("<q", array.size))
             f.write(array.tobytes())
+
+
+def state_dict(items):
+    """An OrderedDict carrying ``_metadata`` like ``torch.nn.Module.state_dict()``'s."""
+    out = collections.OrderedDict(items)
+    out._metadata = collections.OrderedDict([("", {"version": 1})])
+    return out

@@ -25,7 +25,7 @@ import zipfile
 import numpy as np
 from paddle.quantization.base_quanter import BaseQuanter
 
-from ..convert.torch_checkpoint import _LEGACY_MAGIC, load_state_dict
+from ..convert.torch_checkpoint import load_state_dict
 from ..core.download import download, is_url
 from ..core.errors import ConfigError, PPFaceDetError
 from .checkpoint import read_weights
@@ -34,6 +34,8 @@ MIN_BACKBONE_FILL = 0.9
 SOURCE_KEYS = ("url", "sha256", "md5", "download_page")
 _TORCH_BN_BUFFERS = {"running_mean": "_mean", "running_var": "_variance"}
 _EXAMPLES = 3
+# The first pickle of torch.save's legacy format: its magic number as a LONG1 payload.
+_TORCH_LEGACY_MAGIC = (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
 
 
 def weights_source(spec, where="pretrain_weights"):
@@ -60,7 +62,7 @@ def _is_torch_file(path):
         return True
     with open(path, "rb") as f:
         head = f.read(32)
-    return _LEGACY_MAGIC.to_bytes(10, "little") in head
+    return _TORCH_LEGACY_MAGIC in head
 
 
 def _normalised_name(name):
