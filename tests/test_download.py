@@ -93,8 +93,12 @@ def test_a_corrupt_cached_file_is_fetched_again(server, tmp_path):
     base, _, requests = server
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "w.bin").write_bytes(PAYLOAD[:1000])
-    path = download(f"{base}/w.bin", {"sha256": hashlib.sha256(PAYLOAD).hexdigest()})
-    assert Path(path).read_bytes() == PAYLOAD and requests == ["/w.bin"]
+    sha256 = {"sha256": hashlib.sha256(PAYLOAD).hexdigest()}
+    with pytest.raises(DownloadError, match="the copy there now fails its check: sha256 is"):
+        download(f"{base}/cut/w.bin", sha256)  # same cache name; the re-fetch is interrupted
+    assert (tmp_path / "cache" / "w.bin").read_bytes() == PAYLOAD[:1000]  # and replaced nothing
+    path = download(f"{base}/w.bin", sha256)
+    assert Path(path).read_bytes() == PAYLOAD and requests == ["/cut/w.bin", "/w.bin"]
 
 
 def test_missing_file_and_offline_name_the_file_and_where_to_put_it(server, tmp_path, monkeypatch):

@@ -119,12 +119,15 @@ def download(url, checksums=None, download_page=None, timeout=60):
     """
     checksums = check_checksums(checksums, url)
     target = cached_path(url)
+    stale = None
     if os.path.isfile(target):
-        problem = checksum_problem(target, checksums)
-        if problem is None:
+        stale = checksum_problem(target, checksums)
+        if stale is None:
             return target
-        LOG.warning("cached %s fails its check (%s): fetching it again", target, problem)
+        LOG.warning("cached %s fails its check (%s): fetching it again", target, stale)
     hint = _manual_fetch_hint(url, target, download_page)
+    if stale:
+        hint += f" (the copy there now fails its check: {stale})"
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise DownloadError(f"{os.path.basename(target)} is needed and {OFFLINE_ENV} forbids downloads: {hint}")
     if not checksums:
