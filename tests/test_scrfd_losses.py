@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 from ppfacedet.core import load_config
-from ppfacedet.modeling.assigners.atss import ATSSAssigner
+from ppfacedet.modeling.assigners.atss import ATSSAssigner, nearest_lowest_index_first
 from ppfacedet.modeling.detector import build_model
 from ppfacedet.modeling.losses.iou_losses import DIoULoss, EIoULoss, GIoULoss
 from ppfacedet.modeling.losses.quality_focal import QualityFocalLoss
@@ -148,3 +148,27 @@ def test_head_loss_without_keypoint_branch_and_without_faces():
     assert float(losses["loss_box"]) == 0.0 and float(losses["loss_cls"]) > 0
     losses["loss"].backward()
     assert float(model.head.stride_cls["0"].weight.grad.abs().sum()) > 0
+
+
+def test_atss_topk_ties_go_to_the_lower_anchor_index():
+    # Two anchors (16 and 32 px) share each centre x = 0, 8, 16, as SCRFD's do.
+    # A face centred at x = 8: anchors 2 and 3 are at distance 0; the third
+    # place is a four-way tie at distance 8 (anchors 0, 1, 4, 5) -> anchor 0.
+    centres = np.repeat([0.0, 8.0, 16.0], 2)
+    sides = np.tile([16.0, 32.0], 3)
+    distance = np.abs(centres - 8.0)[:, None]
+    assert sorted(nearest_lowest_index_first(distance, 3)[:, 0].tolist()) == [0, 2, 3]
+    # The rule is a stable sort's, on every column of a tie-heavy matrix.
+    rng = np.random.default_rng(0)
+    many = rng.integers(0, 4, (50, 7)).astype(np.float32)
+    for k in (1, 5, 9, 50, 60):
+        chosen = np.sort(nearest_lowest_index_first(many, k), axis=0)
+        expected = np.sort(np.argsort(many, axis=0, kind="stable")[:k], axis=0)
+        np.testing.assert_array_equal(chosen, expected)
+    # The tie decides the positives. A tall 6x38 face: IoUs 0.247 (anchor 2),
+    # 0.181 (anchor 3) and, for the tied third place, 0.110 (anchor 0) or 0.181
+    # (anchor 1). With anchor 0 the threshold mean + std is 0.248 and nothing
+    # passes; anchor 1 would lower it to 0.241 and make anchor 2 positive.
+    anchors = np.stack([centres - sides / 2, 8 - sides / 2, centres + sides / 2, 8 + sides / 2], axis=1)
+    face = np.array([[5, -12, 11, 26]], np.float32)
+    assert (ATSSAssigner(topk=3)(anchors, [6], face) == -1).all()

@@ -229,9 +229,11 @@ class SCRFDHead(DenseHead):
                 losses["loss_kps"] = self.loss_kps(paddle.gather(kps_pred, index), kps_target - tiled,
                                                    weight=kps_weight[:, None], avg_factor=weight_sum)
         else:
+            # Zeros that still reach every stride's predictor, as the official
+            # per-level losses do (and distributed gradient sync expects).
             losses["loss_box"] = box_pred.sum() * 0
             if self.use_kps:
-                losses["loss_kps"] = raw[f"kps_{self.strides[0]}"].sum() * 0
+                losses["loss_kps"] = paddle.add_n([raw[f"kps_{s}"].sum() for s in self.strides]) * 0
         losses["loss_cls"] = self.loss_cls(logits, paddle.to_tensor(quality), avg_factor=cls_avg)
         ordered = {"loss_cls": losses["loss_cls"], "loss_box": losses["loss_box"]}
         if self.use_kps:
