@@ -105,8 +105,9 @@ def test_train_worker_stops_after_the_iterations(tmp_path):
     from ppfacedet.core import load_config
     from ppfacedet.data.synthetic import ensure_synthetic
     overrides = gpu_check.train_overrides(str(tmp_path)) + [
-        "synthetic.num_train=16", "synthetic.num_val=2", "synthetic.image_size=96", "synthetic.face_size=[16, 40]", "train_loader.batch_size=2",
-        "train_loader.num_workers=0", "train_dataset.transforms=[{type: Resize, size: 96}]"]
+        "synthetic.num_train=16", "synthetic.num_val=2", "synthetic.image_size=96", "synthetic.face_size=[16, 40]",
+        "train_loader.batch_size=2", "train_loader.num_workers=0",
+        "train_dataset.transforms=[{type: Resize, size: 96}]"]
     ensure_synthetic(load_config(str(ROOT / gpu_check.TRAIN_CONFIG), overrides)["synthetic"])
     out = tmp_path / "r.json"
     cmd = [sys.executable, str(ROOT / "tools" / "gpu_check_train.py"), "-c", str(ROOT / gpu_check.TRAIN_CONFIG),

@@ -50,9 +50,8 @@ class StandInTensorRT:
     def convert(self, model_path, config):
         self.calls.append(("convert", model_path, config))
         if self.write:
-            folder = os.path.dirname(model_path)
-            shutil.copy(model_path, config.save_model_dir + ".json")
-            shutil.copy(os.path.join(folder, "model.pdiparams"), config.save_model_dir + ".pdiparams")
+            shutil.copy(model_path + ".json", config.save_model_dir + ".json")
+            shutil.copy(model_path + ".pdiparams", config.save_model_dir + ".pdiparams")
         if self.fail:
             raise self.fail
         names = ["pd_op.data", "builtin.parameter", "builtin.combine", "pd_op.tensorrt_engine", "builtin.split",
@@ -97,7 +96,7 @@ def test_legacy_int8_tuned_shapes_disabled_ops_and_nms_input(tmp_path):
         folder, dict(info, precision="int8"), device="GPU", run_mode="trt_int8", tuned_trt_shape_file=shapes,
         trt_disable_ops=["pd_op.conv2d_transpose", " slice"]))
     assert plan["enable_tensorrt_engine"][1]["precision_mode"] == "Int8"
-    assert plan["enable_tensorrt_engine"][1]["use_calib_mode"] is False  # the quantized program's scales, no calibration
+    assert plan["enable_tensorrt_engine"][1]["use_calib_mode"] is False  # the program's own scales
     assert plan["enable_tuned_tensorrt_dynamic_shape"][0] == (shapes, True)
     assert "set_trt_dynamic_shape_info" not in plan
     assert plan["exp_disable_tensorrt_ops"][0] == (["conv2d_transpose", "slice"],)
@@ -148,7 +147,7 @@ def test_pir_conversion_calls_record_and_reuse(model_dir):
     assert config_kwargs == {"inputs": [("Input", "image")], "min_subgraph_size": info["tensorrt"]["min_subgraph_size"],
                              "disable_ops": ["pd_op.nearest_interp"], "precision_mode": "PM.FP16",
                              "workspace_size": 1 << 30}
-    assert source == os.path.join(model_dir, "model.json") and config.save_model_dir == temp_prefix
+    assert source == os.path.join(model_dir, "model") and config.save_model_dir == temp_prefix
     assert not temp_prefix.startswith(conversion.folder)  # written elsewhere, then renamed into place
     assert record["engines"] == 1 and record["outside_tensorrt"] == {"pd_op.nearest_interp": 1}
     assert "ops left outside TensorRT: pd_op.nearest_interp x1" in tensorrt_routes.describe(record, conversion.folder)

@@ -109,6 +109,12 @@ class PirConversion:
         check_precision(info, run_mode)
         self.source = os.path.join(model_dir, info["program"])
         self.params = os.path.join(model_dir, info["params"])
+        # convert takes the path prefix of <prefix>.json + <prefix>.pdiparams, as in Paddle's guide
+        self.prefix = os.path.splitext(self.source)[0]
+        if os.path.splitext(self.params)[0] != self.prefix:
+            raise ValueError(f"{model_dir}: paddle.tensorrt.convert needs the program and weights to share a name "
+                             f"(<prefix>.json, <prefix>.pdiparams); infer_cfg.yml has {info['program']} and "
+                             f"{info['params']}")
         self.precision = PIR_PRECISION[run_mode]
         self.min_subgraph_size = info.get("tensorrt", {}).get("min_subgraph_size", 3)
         self.ranges = ranges
@@ -184,7 +190,7 @@ class PirConversion:
         config = trt.TensorRTConfig(inputs=[trt.Input(**k) for k in self.input_kwargs()],
                                     **dict(kwargs, precision_mode=getattr(trt.PrecisionMode, kwargs["precision_mode"])))
         try:
-            return trt.convert(self.source, config)
+            return trt.convert(self.prefix, config)
         except Exception as e:  # the converters fail with many exception types
             raise TensorRTError(f"paddle.tensorrt.convert({self.source}) failed: {type(e).__name__}: "
                                 f"{str(e).strip()[:500]}; {FALLBACK}") from e
