@@ -133,10 +133,11 @@ def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, ca
     images.mkdir()
     cv2.imwrite(str(images / "a.png"), photos()[1])
     infer = gpu_check.deploy_infer()
-    real = infer.FaceDetector
+    real, built = infer.FaceDetector, []
 
     class CpuStandIn(real):
         def __init__(self, model_dir, device="CPU", run_mode="paddle", **choices):
+            built.append((device, run_mode, choices))
             super().__init__(model_dir, batch_size=choices.get("batch_size", 1))
             self.drift = 0.03 if run_mode == "trt_fp16" else 0.0
 
@@ -155,3 +156,6 @@ def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, ca
         assert f"| {fmt} | paddle |" in out and f"| {fmt} | trt_fp32 |" in out
         assert f"FAIL {fmt} trt_fp16: image 0:" in out
     assert "ms/img b1 | ms/img b2 |" in out
+    gpu_runs = [(mode, choices) for device, mode, choices in built if device == "GPU"]
+    assert [mode for mode, _ in gpu_runs] == ["paddle", "trt_fp32", "trt_fp16"] * 2
+    assert gpu_runs[1][1] == {"batch_size": 2, "trt_min_shape": 640, "trt_opt_shape": 640, "trt_max_shape": 640}

@@ -161,24 +161,31 @@ def latency(detector, images, repeats):
     return result
 
 
+def shape_range(detector, images):
+    """TensorRT's min / opt / max square side: the photos' network inputs, rounded up to 32."""
+    sides = [max(detector.preprocess(image)[0].shape[1:]) for image in images]
+    low, high = (-(-min(sides) // 32) * 32), (-(-max(sides) // 32) * 32)
+    return {"trt_min_shape": low, "trt_opt_shape": high, "trt_max_shape": high}
+
+
 def check_inference(args, env):
     """One row per run: label, run mode, problems, agreement figures, latency."""
     from ppfacedet.compare.agreement import compare_runs
     infer = deploy_infer()
     images = read_photos(args)
     folders = export_both_formats(args)
-    references = {}
+    references, batch = {}, max(LATENCY_BATCHES)
     rows = []
     for label, folder, run_mode in run_plan(folders, args.quant_model_dir):
         row = {"format": label, "run_mode": run_mode, "problems": []}
         try:
             if folder not in references:  # the CPU predictor on the same program
-                references[folder] = infer.FaceDetector(folder, batch_size=len(images))(images)
-            detector = infer.FaceDetector(folder, device="GPU", run_mode=run_mode, batch_size=max(LATENCY_BATCHES),
-                                          trt_min_shape=32, trt_opt_shape=640, trt_max_shape=640)
-            found = [d for start in range(0, len(images), max(LATENCY_BATCHES))
-                     for d in detector(images[start:start + max(LATENCY_BATCHES)])]
-            row.update(compare_runs(references[folder], found, SCORE_TOLERANCE[run_mode], MIN_IOU, THRESHOLD))
+                cpu = infer.FaceDetector(folder, batch_size=len(images))
+                references[folder] = (cpu(images), shape_range(cpu, images))
+            reference, shapes = references[folder]
+            detector = infer.FaceDetector(folder, device="GPU", run_mode=run_mode, batch_size=batch, **shapes)
+            found = [d for start in range(0, len(images), batch) for d in detector(images[start:start + batch])]
+            row.update(compare_runs(reference, found, SCORE_TOLERANCE[run_mode], MIN_IOU, THRESHOLD))
             row["latency"] = latency(detector, images, args.repeats)
         except Exception as e:  # every failure is a finding of the check, reported in its row
             row["problems"].append(f"{type(e).__name__}: {e}")
