@@ -189,7 +189,7 @@ def test_cli_video_file(tmp_path):
 @pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this paddle has CUDA: GPU requests may succeed")
 @pytest.mark.parametrize("extra, message", [
     (["--device", "GPU"], "no CUDA support"),
-    (["--device", "GPU", "--run_mode", "trt_fp16"], "no CUDA support"),
+    (["--device", "GPU", "--run_mode", "trt_fp16"], "Install a paddlepaddle-gpu wheel built with TensorRT"),
     (["--run_mode", "trt_fp16"], "needs --device GPU"),
 ])
 def test_gpu_and_tensorrt_requests_fail_clearly_on_cpu(tmp_path, capsys, extra, message):

@@ -50,8 +50,9 @@ def check_device(device, run_mode):
         raise DeviceUnavailable(f"--run_mode {run_mode} runs TensorRT, which needs --device GPU")
     if device == "GPU":
         if not paddle.is_compiled_with_cuda():
+            wheel = "paddlepaddle-gpu" if run_mode == "paddle" else "a paddlepaddle-gpu wheel built with TensorRT"
             raise DeviceUnavailable("--device GPU: this paddlepaddle build has no CUDA support "
-                                    f"(paddle {paddle.__version__} CPU). Install paddlepaddle-gpu, "
+                                    f"(paddle {paddle.__version__} CPU). Install {wheel}, "
                                     "or run with --device CPU")
         if paddle.device.cuda.device_count() == 0:
             raise DeviceUnavailable("--device GPU: paddle has CUDA support but sees no GPU "
