@@ -159,6 +159,12 @@ def test_pir_conversion_calls_record_and_reuse(model_dir):
     with open(os.path.join(model_dir, "model.pdiparams"), "ab") as f:  # re-exported weights: stale
         f.write(b"\0")
     assert conversion.ensure(again)["engines"] == 1 and [c[0] for c in again.calls][-1] == "convert"
+    subgraphs = deploy_predictor.tensorrt_conversion(model_dir, dict(info, tensorrt={"min_subgraph_size": 5}),
+                                                     device="GPU", run_mode="trt_fp16", batch_size=4,
+                                                     trt_disable_ops=["nearest_interp"], **SHAPES)
+    third = StandInTensorRT()
+    assert subgraphs.folder == conversion.folder and subgraphs.ensure(third)["engines"] == 1
+    assert third.calls[1][1]["min_subgraph_size"] == 5  # a changed setting reconverts
 
 
 def test_interrupted_or_failed_conversion_is_never_used(model_dir):

@@ -142,10 +142,11 @@ class PirConversion:
                 "workspace_size": WORKSPACE_BYTES}
 
     def fingerprint(self):
-        """Source program, weights, paddle and TensorRT: a conversion is reused only for all four."""
+        """Source program, weights, min_subgraph_size, paddle and TensorRT: a conversion is
+        reused only while all of them are the same."""
         import paddle
-        return file_digest([self.source, self.params],
-                           [paddle.__version__, paddle.version.commit, str(paddle.version.tensorrt())])
+        return file_digest([self.source, self.params], [str(self.min_subgraph_size), paddle.__version__,
+                                                        paddle.version.commit, str(paddle.version.tensorrt())])
 
     def cached_record(self, fingerprint):
         """The conversion record if a finished conversion of this very program is there, else None."""
