@@ -191,12 +191,23 @@ def test_predictor_runs_the_converted_program(model_dir, monkeypatch, capsys):
     monkeypatch.setattr(tensorrt_routes, "import_paddle_tensorrt", lambda run_mode: trt)
     info = deploy_predictor.load_infer_cfg(model_dir)
     batch = np.random.RandomState(0).rand(1, 3, 64, 96).astype("float32")
-    got = deploy_predictor.Predictor(model_dir, info, device="GPU", run_mode="trt_fp16")(batch)
+    converted = deploy_predictor.Predictor(model_dir, info, device="GPU", run_mode="trt_fp16")
+    got = converted(batch)
     assert "1 engine(s); ops left outside TensorRT: none" in capsys.readouterr().err
     expected = deploy_predictor.Predictor(model_dir, info)(batch)
     for name in info["outputs"]:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5)
     assert [c[0] for c in trt.calls] == ["Input", "TensorRTConfig", "convert"]
+
+    def engine_fault():
+        raise RuntimeError("(External) TensorRT error in enqueueV3")
+
+    real = converted.predictor  # kept alive: the input handles point into it
+    converted.predictor = SimpleNamespace(run=engine_fault)
+    with pytest.raises(tensorrt_routes.TensorRTError, match="running the TensorRT program failed: RuntimeError.*"
+                                                            "--run_mode paddle"):
+        converted(batch)
+    assert real.get_output_names()
 
 
 def test_build_failure_and_empty_outputs_name_the_fallback(model_dir, monkeypatch):

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 import tensorrt_routes
-from tensorrt_routes import PirConversion, TensorRTError, program_format, shape_ranges
+from tensorrt_routes import PirConversion, program_format, shape_ranges
 
 RUN_MODES = ("paddle",) + tensorrt_routes.RUN_MODES
 DEVICES = ("CPU", "GPU")
@@ -149,11 +149,10 @@ class Predictor:
         config = build_config(config_plan(model_dir, info, **choices))
         try:
             self.predictor = create_predictor(config)
-        except Exception as e:  # TensorRT engine builds fail with many exception types
+        except Exception as e:
             if not self.tensorrt:
                 raise
-            raise TensorRTError(f"building the {run_mode} predictor failed: {type(e).__name__}: "
-                                f"{str(e).strip()[:500]}; {tensorrt_routes.FALLBACK}") from e
+            raise tensorrt_routes.failure(f"building the {run_mode} predictor", e) from e
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         handles = self.predictor.get_output_names()
         if len(handles) != len(self.names):
@@ -170,7 +169,12 @@ class Predictor:
             value = np.ascontiguousarray(value, np.float32)
             handle.reshape(list(value.shape))
             handle.copy_from_cpu(value)
-        self.predictor.run()
+        try:
+            self.predictor.run()
+        except Exception as e:
+            if not self.tensorrt:
+                raise
+            raise tensorrt_routes.failure("running the TensorRT program", e) from e
         outputs = {name: handle.copy_to_cpu() for name, handle in zip(self.names, self.outputs)}
         if self.tensorrt:
             tensorrt_routes.check_outputs(outputs, self.info)

@@ -43,6 +43,12 @@ class TensorRTError(RuntimeError):
     """A converted program that cannot be built or run; the message names the fallback."""
 
 
+def failure(stage, error):
+    """The TensorRTError for ``stage`` failing with ``error`` (converters and engines fail
+    with many exception types)."""
+    return TensorRTError(f"{stage} failed: {type(error).__name__}: {str(error).strip()[:500]}; {FALLBACK}")
+
+
 def program_format(info):
     program = info["program"]
     if program.endswith(".json"):
@@ -192,9 +198,8 @@ class PirConversion:
                                     **dict(kwargs, precision_mode=getattr(trt.PrecisionMode, kwargs["precision_mode"])))
         try:
             return trt.convert(self.prefix, config)
-        except Exception as e:  # the converters fail with many exception types
-            raise TensorRTError(f"paddle.tensorrt.convert({self.source}) failed: {type(e).__name__}: "
-                                f"{str(e).strip()[:500]}; {FALLBACK}") from e
+        except Exception as e:
+            raise failure(f"paddle.tensorrt.convert({self.source})", e) from e
 
     def _publish(self, temp):
         """Rename the finished conversion into place, replacing a stale one."""
