@@ -54,6 +54,15 @@ def test_export_needs_the_weights(tmp_path):
         gpu_check.read_photos(args)
 
 
+def test_run_plan(tmp_path):
+    (tmp_path / "infer_cfg.yml").write_text(
+        "{program: model.pdmodel, params: model.pdiparams, input: {}, outputs: [], decode: {}, test: {}}")
+    plan = gpu_check.run_plan({"pir": "P", "legacy": "L"}, str(tmp_path))
+    assert plan == [("pir", "P", "paddle"), ("pir", "P", "trt_fp32"), ("pir", "P", "trt_fp16"),
+                    ("legacy", "L", "paddle"), ("legacy", "L", "trt_fp32"), ("legacy", "L", "trt_fp16"),
+                    ("int8 legacy", str(tmp_path), "trt_int8")]
+
+
 def test_agreement_rule():
     assert compare_detections(FACES, moved(FACES, 0.1, 0.005), 0.01)["problems"] == []
     shifted = compare_detections(FACES, moved(FACES, box_shift=np.array([4, 0, 4, 0], np.float32)), 0.01)

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -142,9 +143,10 @@ def read_photos(args):
 
 def run_plan(folders, quant_model_dir):
     """[(label, model folder, run mode)] to check; the program format picks the TensorRT route."""
-    plan = [(f"{fmt}", folder, mode) for fmt, folder in folders.items() for mode in ("paddle", "trt_fp32", "trt_fp16")]
+    plan = [(fmt, folder, mode) for fmt, folder in folders.items() for mode in ("paddle", "trt_fp32", "trt_fp16")]
     if quant_model_dir:
-        plan.append(("int8", quant_model_dir, "trt_int8"))
+        program = deploy_infer().load_infer_cfg(quant_model_dir)["program"]
+        plan.append((f"int8 {'pir' if program.endswith('.json') else 'legacy'}", quant_model_dir, "trt_int8"))
     return plan
 
 
@@ -157,7 +159,7 @@ def latency(detector, images, repeats):
         feed = np.repeat(tensor[None], batch, axis=0)
         scales = np.repeat(np.asarray([scale], np.float32), batch, axis=0)
         times = time_calls(lambda: detector.predictor(feed, scales), repeats, WARMUP)
-        result[batch] = sorted(times)[len(times) // 2] / batch
+        result[batch] = statistics.median(times) / batch
     return result
 
 
@@ -168,7 +170,7 @@ def shape_range(detector, images):
     return {"trt_min_shape": low, "trt_opt_shape": high, "trt_max_shape": high}
 
 
-def check_inference(args, env):
+def check_inference(args):
     """One row per run: label, run mode, problems, agreement figures, latency."""
     from ppfacedet.compare.agreement import compare_runs
     infer = deploy_infer()
@@ -283,7 +285,7 @@ def main(argv=None):
         return 2
     failed = False
     if not args.skip_inference:
-        rows = check_inference(args, env)
+        rows = check_inference(args)
         print(inference_report(env, rows))
         failed |= any(row["problems"] for row in rows)
     if args.train:
