@@ -23,7 +23,7 @@ import infer as deploy_infer  # noqa: E402
 import predictor as deploy_predictor  # noqa: E402
 
 STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml"}
-LOCAL_MODULES = {"decode", "infer", "predictor", "preprocess", "visualize"}
+LOCAL_MODULES = {"decode", "infer", "predictor", "preprocess", "tensorrt_routes", "visualize"}
 CLI_MODEL = "scrfd_500m_kps"
 
 
@@ -189,7 +189,7 @@ def test_cli_video_file(tmp_path):
 @pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this paddle has CUDA: GPU requests may succeed")
 @pytest.mark.parametrize("extra, message", [
     (["--device", "GPU"], "no CUDA support"),
-    (["--device", "GPU", "--run_mode", "trt_fp16"], "no CUDA support"),
+    (["--device", "GPU", "--run_mode", "trt_fp16"], "Install a paddlepaddle-gpu wheel built with TensorRT"),
     (["--run_mode", "trt_fp16"], "needs --device GPU"),
 ])
 def test_gpu_and_tensorrt_requests_fail_clearly_on_cpu(tmp_path, capsys, extra, message):
@@ -199,36 +199,3 @@ def test_gpu_and_tensorrt_requests_fail_clearly_on_cpu(tmp_path, capsys, extra, 
                               "--output_dir", str(tmp_path / "out")] + extra)
     assert code == 2
     assert message in capsys.readouterr().err
-
-
-def test_tensorrt_config_plan(tmp_path):
-    """What a GPU machine would get: every Config call up to the device."""
-    folder = exported(CLI_MODEL)
-    info = deploy_predictor.load_infer_cfg(folder)
-    plan = deploy_predictor.config_plan(folder, info, device="GPU", run_mode="trt_fp16", batch_size=4,
-                                        trt_min_shape=320, trt_opt_shape=640, trt_max_shape=960)
-    calls = {method: (args, kwargs) for method, args, kwargs in plan}
-    assert calls["set_prog_file"][0] == (os.path.join(folder, "model.json"),)
-    assert "enable_use_gpu" in calls and "disable_gpu" not in calls
-    assert calls["enable_tensorrt_engine"][1] == {
-        "workspace_size": 1 << 30, "max_batch_size": 4, "min_subgraph_size": info["tensorrt"]["min_subgraph_size"],
-        "precision_mode": "Half", "use_static": False, "use_calib_mode": False}
-    assert calls["set_trt_dynamic_shape_info"][0] == (
-        {"image": [1, 3, 320, 320]}, {"image": [4, 3, 960, 960]}, {"image": [4, 3, 640, 640]})
-
-    shapes = str(tmp_path / "shapes.pbtxt")
-    collect = deploy_predictor.config_plan(folder, info, device="GPU", collect_trt_shape_info=True,
-                                           tuned_trt_shape_file=shapes)
-    assert ("collect_shape_range_info", (shapes,), {}) in collect
-    tuned = deploy_predictor.config_plan(folder, info, device="GPU", run_mode="trt_int8", tuned_trt_shape_file=shapes)
-    tuned_calls = {method: (args, kwargs) for method, args, kwargs in tuned}
-    assert tuned_calls["enable_tuned_tensorrt_dynamic_shape"][0] == (shapes, True)
-    assert tuned_calls["enable_tensorrt_engine"][1]["use_calib_mode"] is True
-    assert "set_trt_dynamic_shape_info" not in tuned_calls
-
-    cpu = deploy_predictor.config_plan(folder, info, cpu_threads=3, enable_mkldnn=True)
-    assert ("set_cpu_math_library_num_threads", (3,), {}) in cpu and ("enable_mkldnn", (), {}) in cpu
-    if not paddle.is_compiled_with_cuda():
-        # The plan itself is sound up to the device: the CPU wheel refuses TensorRT.
-        with pytest.raises(deploy_predictor.DeviceUnavailable, match="TENSORRT|TensorRT"):
-            deploy_predictor.build_config(plan)

@@ -12,7 +12,8 @@ For each image OUT/<stem>.json ({"faces": [{"box", "score", "landmarks"}]},
 original-image pixels, as tools/infer.py writes) and OUT/<stem>.jpg with the
 detections drawn; a video or camera gives OUT/<stem>.mp4 and OUT/<stem>.json
 with one {"frame": i, "faces": [...]} per frame. Exit status 2 when the
-requested device (GPU, TensorRT) is unavailable or the input is unusable, 1
+requested device (GPU, TensorRT) is unavailable, TensorRT fails on the program
+(the message names the fallback), or the input is unusable, 1
 when some images of a folder could not be read (they are reported and skipped).
 """
 import argparse
@@ -30,6 +31,7 @@ warnings.filterwarnings("ignore", message=".*ccache.*")  # printed by every `imp
 
 from decode import Decoder, select, to_original_pixels  # noqa: E402
 from predictor import DEVICES, RUN_MODES, DeviceUnavailable, Predictor, load_infer_cfg  # noqa: E402
+from tensorrt_routes import TensorRTError  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
 from visualize import draw_detections  # noqa: E402
 
@@ -246,7 +248,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--cpu_threads", type=int, default=1)
     parser.add_argument("--enable_mkldnn", action="store_true", help="oneDNN kernels on CPU (much faster)")
-    parser.add_argument("--trt_min_shape", type=int, default=1, help="TensorRT dynamic shape: smallest H = W")
+    parser.add_argument("--trt_min_shape", type=int, default=32, help="TensorRT dynamic shape: smallest H = W")
     parser.add_argument("--trt_opt_shape", type=int, default=640, help="TensorRT dynamic shape: tuned-for H = W")
     parser.add_argument("--trt_max_shape", type=int, default=1280, help="TensorRT dynamic shape: largest H = W")
     parser.add_argument("--collect_trt_shape_info", action="store_true",
@@ -254,6 +256,8 @@ def parse_args(argv=None):
     parser.add_argument("--tuned_trt_shape_file", default=None,
                         help="shape-range file for TensorRT (default MODEL_DIR/shape_range_info.pbtxt when "
                              "collecting)")
+    parser.add_argument("--trt_disable_ops", default="",
+                        help="comma-separated ops kept out of TensorRT, e.g. conv2d_transpose,slice (PIR: pd_op.NAME)")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold for JSON and drawing")
     parser.add_argument("--output_dir", default="output/deploy")
     parser.add_argument("--benchmark", action="store_true",
@@ -272,7 +276,8 @@ def predictor_choices(args):
             "cpu_threads": args.cpu_threads, "enable_mkldnn": args.enable_mkldnn,
             "trt_min_shape": args.trt_min_shape, "trt_opt_shape": args.trt_opt_shape,
             "trt_max_shape": args.trt_max_shape, "collect_trt_shape_info": args.collect_trt_shape_info,
-            "tuned_trt_shape_file": args.tuned_trt_shape_file}
+            "tuned_trt_shape_file": args.tuned_trt_shape_file,
+            "trt_disable_ops": [op for op in args.trt_disable_ops.split(",") if op.strip()]}
 
 
 def main(argv=None):
@@ -285,7 +290,7 @@ def main(argv=None):
                 return 1
         else:
             run_stream(detector, args)
-    except DeviceUnavailable as e:
+    except (DeviceUnavailable, TensorRTError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (InputError, FileNotFoundError, ValueError) as e:

@@ -5,16 +5,21 @@
 choices can be checked without the device; ``build_config`` makes the calls.
 GPU and TensorRT requests are checked first (``check_device``): on a CPU-only
 build or without a visible GPU they raise DeviceUnavailable with the reason.
+TensorRT takes one of two routes by program format (tensorrt_routes.py): a
+PIR program is converted first (``tensorrt_conversion``), then loaded like
+any other.
 """
 import os
+import sys
 
 import numpy as np
 import yaml
 
-RUN_MODES = ("paddle", "trt_fp32", "trt_fp16", "trt_int8")
+import tensorrt_routes
+from tensorrt_routes import PirConversion, program_format, shape_ranges
+
+RUN_MODES = ("paddle",) + tensorrt_routes.RUN_MODES
 DEVICES = ("CPU", "GPU")
-TRT_PRECISION = {"trt_fp32": "Float32", "trt_fp16": "Half", "trt_int8": "Int8"}
-INPUT_NAME = "image"
 
 
 class DeviceUnavailable(RuntimeError):
@@ -45,8 +50,9 @@ def check_device(device, run_mode):
         raise DeviceUnavailable(f"--run_mode {run_mode} runs TensorRT, which needs --device GPU")
     if device == "GPU":
         if not paddle.is_compiled_with_cuda():
+            wheel = "paddlepaddle-gpu" if run_mode == "paddle" else "a paddlepaddle-gpu wheel built with TensorRT"
             raise DeviceUnavailable("--device GPU: this paddlepaddle build has no CUDA support "
-                                    f"(paddle {paddle.__version__} CPU). Install paddlepaddle-gpu, "
+                                    f"(paddle {paddle.__version__} CPU). Install {wheel}, "
                                     "or run with --device CPU")
         if paddle.device.cuda.device_count() == 0:
             raise DeviceUnavailable("--device GPU: paddle has CUDA support but sees no GPU "
@@ -58,29 +64,39 @@ def check_device(device, run_mode):
                                     "TensorRT; install a paddlepaddle-gpu wheel built with TensorRT")
 
 
+def tensorrt_conversion(model_dir, info, device="CPU", run_mode="paddle", batch_size=1, trt_min_shape=32,
+                        trt_opt_shape=640, trt_max_shape=1280, tuned_trt_shape_file=None, trt_disable_ops=(),
+                        **_other_choices):
+    """The PIR-TensorRT conversion these choices need, or None (not TensorRT, or a legacy program)."""
+    if device != "GPU" or run_mode not in tensorrt_routes.RUN_MODES or program_format(info) != "pir":
+        return None
+    if tuned_trt_shape_file:
+        raise ValueError("--tuned_trt_shape_file applies to legacy programs (model.pdmodel); PIR-TensorRT "
+                         "records shapes itself from --trt_min_shape / --trt_opt_shape / --trt_max_shape")
+    return PirConversion(model_dir, info, run_mode, batch_size,
+                         shape_ranges(info, batch_size, trt_min_shape, trt_opt_shape, trt_max_shape), trt_disable_ops)
+
+
 def config_plan(model_dir, info, device="CPU", run_mode="paddle", batch_size=1, cpu_threads=1,
-                enable_mkldnn=False, trt_min_shape=1, trt_opt_shape=640, trt_max_shape=1280,
-                collect_trt_shape_info=False, tuned_trt_shape_file=None, gpu_memory_mb=200, gpu_id=0):
-    """The Config calls for these choices: [(method, args, kwargs)], in order."""
-    plan = [("set_prog_file", (os.path.join(model_dir, info["program"]),), {}),
-            ("set_params_file", (os.path.join(model_dir, info["params"]),), {})]
+                enable_mkldnn=False, trt_min_shape=32, trt_opt_shape=640, trt_max_shape=1280,
+                collect_trt_shape_info=False, tuned_trt_shape_file=None, trt_disable_ops=(), gpu_memory_mb=200,
+                gpu_id=0):
+    """The Config calls for these choices: [(method, args, kwargs)], in order. On the PIR
+    TensorRT route they load the converted program (``tensorrt_conversion(...).folder``)."""
+    conversion = tensorrt_conversion(model_dir, info, device, run_mode, batch_size, trt_min_shape, trt_opt_shape,
+                                     trt_max_shape, tuned_trt_shape_file, trt_disable_ops)
+    program, params = ((conversion.program, conversion.converted_params) if conversion else
+                       (os.path.join(model_dir, info["program"]), os.path.join(model_dir, info["params"])))
+    plan = [("set_prog_file", (program,), {}), ("set_params_file", (params,), {})]
     if device == "GPU":
         plan.append(("enable_use_gpu", (gpu_memory_mb, gpu_id), {}))
         if collect_trt_shape_info:
             plan.append(("collect_shape_range_info", (tuned_trt_shape_file,), {}))
-        if run_mode in TRT_PRECISION:
-            plan.append(("enable_tensorrt_engine", (), {
-                "workspace_size": 1 << 30, "max_batch_size": batch_size,
-                "min_subgraph_size": info.get("tensorrt", {}).get("min_subgraph_size", 3),
-                "precision_mode": TRT_PRECISION[run_mode], "use_static": False,
-                "use_calib_mode": run_mode == "trt_int8"}))
-            if tuned_trt_shape_file and not collect_trt_shape_info:
-                plan.append(("enable_tuned_tensorrt_dynamic_shape", (tuned_trt_shape_file, True), {}))
-            else:
-                plan.append(("set_trt_dynamic_shape_info", (
-                    {INPUT_NAME: [1, 3, trt_min_shape, trt_min_shape]},
-                    {INPUT_NAME: [batch_size, 3, trt_max_shape, trt_max_shape]},
-                    {INPUT_NAME: [batch_size, 3, trt_opt_shape, trt_opt_shape]}), {}))
+        if run_mode in tensorrt_routes.RUN_MODES and not conversion:
+            tensorrt_routes.check_precision(info, run_mode)
+            ranges = shape_ranges(info, batch_size, trt_min_shape, trt_opt_shape, trt_max_shape)
+            plan += tensorrt_routes.legacy_calls(info, run_mode, batch_size, ranges, tuned_trt_shape_file,
+                                                 collect_trt_shape_info, trt_disable_ops)
     else:
         plan.append(("disable_gpu", (), {}))
         plan.append(("set_cpu_math_library_num_threads", (cpu_threads,), {}))
@@ -122,9 +138,21 @@ class Predictor:
 
     def __init__(self, model_dir, info, **choices):
         from paddle.inference import create_predictor
-        check_device(choices.get("device", "CPU"), choices.get("run_mode", "paddle"))
-        self.names = list(info["outputs"])
-        self.predictor = create_predictor(build_config(config_plan(model_dir, info, **choices)))
+        run_mode = choices.get("run_mode", "paddle")
+        check_device(choices.get("device", "CPU"), run_mode)
+        self.info, self.names = info, list(info["outputs"])
+        self.tensorrt = run_mode in tensorrt_routes.RUN_MODES
+        conversion = tensorrt_conversion(model_dir, info, **choices)
+        if conversion is not None:
+            record = conversion.ensure(tensorrt_routes.import_paddle_tensorrt(run_mode))
+            print(tensorrt_routes.describe(record, conversion.folder), file=sys.stderr)
+        config = build_config(config_plan(model_dir, info, **choices))
+        try:
+            self.predictor = create_predictor(config)
+        except Exception as e:
+            if not self.tensorrt:
+                raise
+            raise tensorrt_routes.failure(f"building the {run_mode} predictor", e) from e
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         handles = self.predictor.get_output_names()
         if len(handles) != len(self.names):
@@ -141,5 +169,13 @@ class Predictor:
             value = np.ascontiguousarray(value, np.float32)
             handle.reshape(list(value.shape))
             handle.copy_from_cpu(value)
-        self.predictor.run()
-        return {name: handle.copy_to_cpu() for name, handle in zip(self.names, self.outputs)}
+        try:
+            self.predictor.run()
+        except Exception as e:
+            if not self.tensorrt:
+                raise
+            raise tensorrt_routes.failure("running the TensorRT program", e) from e
+        outputs = {name: handle.copy_to_cpu() for name, handle in zip(self.names, self.outputs)}
+        if self.tensorrt:
+            tensorrt_routes.check_outputs(outputs, self.info)
+        return outputs
