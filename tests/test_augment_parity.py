@@ -1,0 +1,163 @@
+"""Each family's training transforms, built from its config, against the
+official pipeline run with the same decisions (tests/fixtures/augment,
+PROVENANCE.md there): the crop squares drawn and the one accepted, the kept
+faces, boxes, landmarks and the normalised network input."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ppfacedet.core import load_config
+from ppfacedet.data.preprocess import InputPolicy
+from ppfacedet.data.transforms.compose import Compose, RandomTransform
+from ppfacedet.data.transforms.flip import RandomFlip
+from ppfacedet.data.transforms.photometric import PhotometricDistortion
+from ppfacedet.data.transforms.resize import Resize
+from ppfacedet.data.transforms.square_crop import RandomSquareCrop, centres_inside
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "augment"
+PHOTOS = ROOT.parent / "shared" / "data" / "widerface" / "val_subset_resized416"
+LANDMARK_FRACTIONS = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]], np.float32)
+PATCH_AT = ((32, 32), (316, 316), (600, 600))
+
+# fixture -> the config whose train_dataset.transforms and input section are compared
+FAMILIES = {
+    "scrfd": "configs/scrfd_500m_kps.yml",
+    "scrfd_noclip": "configs/scrfd_2.5g_kps.yml",
+    "damofd_0.5g": "configs/damofd_0.5g_kps.yml",
+    "yunet_n": "configs/yunet_n.yml",
+    "yunet_s": "configs/yunet_s.yml",
+    "retinaface": "configs/retinaface_mnet025.yml",
+}
+
+
+def synthetic_image(h, w, seed):
+    """Integer-only BGR pattern, the same bytes on every machine: colour
+    stripes plus hash noise, so every interpolation and colour step shows."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    c = np.arange(3, dtype=np.int64)
+    stripes = (x[..., None] * (3 + seed) + y[..., None] * (5 + 2 * seed) + c * 85) % 256
+    noise = ((x[..., None] * 73856093) ^ (y[..., None] * 19349663) ^ (c * 83492791 + seed)) % 61
+    return ((stripes + noise) % 256).astype(np.uint8)
+
+
+def landmarks_in(boxes):
+    return boxes[:, None, :2] + LANDMARK_FRACTIONS[None] * (boxes[:, None, 2:] - boxes[:, None, :2])
+
+
+def synthetic_faces(spec):
+    boxes = np.array(spec["boxes"], np.float32).reshape(-1, 4)
+    lms = landmarks_in(boxes)
+    for i, shift in spec.get("landmark_shift", {}).items():
+        lms[int(i)] += np.array(shift, np.float32)
+    valid = np.array(spec.get("valid", [True] * len(boxes)), bool)
+    lms[~valid] = 0
+    return boxes, lms.astype(np.float32), valid
+
+
+def photo_faces(name):
+    """A subset photo's boxes, landmarks at fixed fractions on every other face."""
+    boxes, current = [], None
+    for line in (PHOTOS / "labelv2_subset_scaled416.txt").read_text().splitlines():
+        if line.startswith("#"):
+            current = line[1:].split()[0]
+        elif current == name:
+            boxes.append([float(v) for v in line.split()[:4]])
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    lms = landmarks_in(boxes)
+    valid = np.arange(len(boxes)) % 2 == 0
+    lms[~valid] = 0
+    return boxes, lms.astype(np.float32), valid
+
+
+def load_sample(case):
+    if "photo" in case:
+        if not PHOTOS.is_dir():
+            pytest.skip("../shared/data not present: WIDER photos are not redistributable")
+        image = cv2.imread(str(PHOTOS / "images" / case["photo"]))
+        boxes, lms, valid = photo_faces(case["photo"])
+    else:
+        image = synthetic_image(*case["synthetic"])
+        boxes, lms, valid = synthetic_faces(case["faces"])
+    return {"image": image, "boxes": boxes, "landmarks": lms, "landmark_valid": valid}
+
+
+class Replay:
+    """Hands our crop the numbers the official RNG calls returned, checking
+    that ours asks for the same thing: a choice among the same scales, an
+    offset from the same half-open range."""
+
+    def __init__(self, log, crop_choice):
+        self.log = [list(entry) for entry in log]
+        self.crop_choice = crop_choice
+
+    def integers(self, low, high=None):
+        assert self.log, "our crop drew more than the official one"
+        kind, value, bounds = self.log.pop(0)
+        if high is None:
+            assert kind == "choice" and bounds[0] == self.crop_choice
+            return bounds[0].index(value)
+        assert kind in ("randint", "randrange") and [low, high] == bounds, (kind, bounds, low, high)
+        return value
+
+
+def decision(transform, case, sample):
+    if isinstance(transform, RandomSquareCrop):
+        replay = Replay(case["crop_log"], transform.crop_choice)
+        square = transform.draw(sample, replay)
+        assert not replay.log, "the official crop drew more squares than ours"
+        return square
+    if isinstance(transform, RandomFlip):
+        return case["flip"]
+    if isinstance(transform, PhotometricDistortion):
+        return case["pmd"]
+    if isinstance(transform, Resize):
+        return transform.INTERPOLATIONS[case["interp"]] if transform.random_interp else cv2.INTER_LINEAR
+    raise AssertionError(f"no decision for {type(transform).__name__}")
+
+
+def run_ours(config, case):
+    cfg = load_config(str(ROOT / config))
+    sample = load_sample(case)
+    boxes_in = sample["boxes"].copy()
+    kept = np.arange(len(boxes_in))
+    for transform in Compose(cfg["train_dataset"]["transforms"]).transforms:
+        if isinstance(transform, RandomTransform):
+            d = decision(transform, case, sample)
+            if isinstance(transform, RandomSquareCrop) and d is not None:
+                kept = kept[centres_inside(boxes_in, d)]
+            sample = transform.apply(sample, d)
+        else:
+            sample = transform(sample, None)
+    network_input = InputPolicy.from_config(cfg).normalize(sample["image"]).transpose(1, 2, 0)
+    return sample, kept, network_input
+
+
+def fixture_cases():
+    for family, config in FAMILIES.items():
+        data = np.load(FIXTURES / f"{family}.npz")
+        for case in json.loads(str(data["cases"])):
+            expected = {key.split("/", 1)[1]: data[key] for key in data.files if key.startswith(case["name"] + "/")}
+            yield pytest.param(config, case, expected, id=f"{family}-{case['name']}")
+
+
+@pytest.mark.parametrize("config,case,expected", list(fixture_cases()))
+def test_training_transforms_equal_the_official_pipeline(config, case, expected):
+    sample, kept, image = run_ours(config, case)
+    np.testing.assert_array_equal(kept, expected["kept"])
+    np.testing.assert_allclose(sample["boxes"], expected["boxes"], rtol=0, atol=1e-3)
+    valid = expected["landmark_valid"]
+    np.testing.assert_array_equal(sample["landmark_valid"], valid)
+    np.testing.assert_allclose(sample["landmarks"][valid], expected["landmarks"][valid], rtol=0, atol=1e-3)
+
+    assert list(image.shape) == expected["shape"].tolist()
+    for i, (y, x) in enumerate(PATCH_AT):
+        np.testing.assert_allclose(image[y:y + 8, x:x + 8], expected[f"patch{i}"], rtol=0, atol=1e-3)
+    thumb = cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(thumb, expected["thumb"], rtol=0, atol=1e-3)
+    pixels = image.astype(np.float64)
+    np.testing.assert_allclose(pixels.sum(), expected["sum"], rtol=1e-6, atol=1e-2)
+    np.testing.assert_allclose((pixels ** 2).sum(), expected["sumsq"], rtol=1e-6)
