@@ -7,8 +7,8 @@ from .compose import RandomTransform, keep_faces
 # SCRFD's rule for choices that never zoom out: after a round of failed tries
 # the scale grows by this factor, so the search ends.
 SCALE_GROWTH = 1.2
-# Where the official search would loop for ever (faces centred on the very edge
-# of the image), ours stops after this many squares and skips the sample.
+# Where the official search would loop for ever (every face centred beyond the
+# reach of any square), ours stops after this many squares and the sample is skipped.
 UNBOUNDED_SEARCH_LIMIT = 100 * 250
 
 
