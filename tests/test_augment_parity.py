@@ -16,6 +16,8 @@ from ppfacedet.data.transforms.flip import RandomFlip
 from ppfacedet.data.transforms.photometric import PhotometricDistortion
 from ppfacedet.data.transforms.resize import Resize
 from ppfacedet.data.transforms.square_crop import RandomSquareCrop, centres_inside
+from ppfacedet.engine.trainer import Trainer
+from tiny import make_tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "augment"
@@ -198,3 +200,14 @@ def test_an_image_without_faces_takes_the_first_square_drawn():
         sample[key] = sample[key][:0]
     out = RandomSquareCrop(crop_choice=[0.5], require_whole_face=True, max_trials=1)(sample, np.random.default_rng(0))
     assert out["image"].shape == (50, 50, 3) and len(out["boxes"]) == 0
+
+
+def test_the_official_float32_pipeline_feeds_training(tmp_path):
+    # SCRFD's transforms as in its config (float32 images, unclipped colours,
+    # channel swap), at the tiny data's size, through the loader and one epoch.
+    cfg = load_config(make_tiny_config(tmp_path, base="configs/scrfd_500m_kps.yml"), ["epochs=1"])
+    official = load_config(str(ROOT / "configs/scrfd_2.5g_kps.yml"))["train_dataset"]["transforms"]
+    cfg["train_dataset"]["transforms"] = [dict(t, size=96) if t["type"] == "Resize" else t for t in official]
+    state = Trainer(cfg).train()
+    assert state["iteration"] == 4
+    assert all(np.isfinite(v) for v in state["losses"].values())
