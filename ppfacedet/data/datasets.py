@@ -47,15 +47,14 @@ class FaceDataset(paddle.io.Dataset):
         record = self.records[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         try:
-            image = read_image(record.image_path)
+            sample = {"image": read_image(record.image_path), "boxes": record.boxes.copy(),
+                      "landmarks": record.landmarks.copy(), "landmark_valid": record.landmark_valid.copy()}
+            return self.transforms(sample, rng)
         except DataError as e:
             if record.image_path not in self._warned:
                 self._warned.add(record.image_path)
                 LOG.warning("skipping sample (%s): %s", record.source, e)
             return None
-        sample = {"image": image, "boxes": record.boxes.copy(), "landmarks": record.landmarks.copy(),
-                  "landmark_valid": record.landmark_valid.copy()}
-        return self.transforms(sample, rng)
 
 
 def _summarise(label_file, records, report):

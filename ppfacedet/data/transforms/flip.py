@@ -1,4 +1,5 @@
 from ...core.registry import TRANSFORMS
+from .compose import RandomTransform
 
 # Mirroring turns the left eye into the right one: landmarks are
 # (left eye, right eye, nose, left mouth corner, right mouth corner).
@@ -6,15 +7,19 @@ LANDMARK_FLIP_ORDER = (1, 0, 2, 4, 3)
 
 
 @TRANSFORMS.register
-class RandomFlip:
-    """Horizontal flip with probability ``prob``; boxes and landmarks follow and
-    left/right landmarks swap so the model never learns mirrored semantics."""
+class RandomFlip(RandomTransform):
+    """Horizontal flip with probability ``prob``; boxes and landmarks follow
+    (x -> width - x, as every official pipeline does) and left/right landmarks
+    swap so the model never learns mirrored semantics."""
 
     def __init__(self, prob=0.5):
         self.prob = float(prob)
 
-    def __call__(self, sample, rng):
-        if rng.random() >= self.prob:
+    def draw(self, sample, rng):
+        return bool(rng.random() < self.prob)
+
+    def apply(self, sample, flip):
+        if not flip:
             return sample
         w = sample["image"].shape[1]
         sample["image"] = sample["image"][:, ::-1].copy()
