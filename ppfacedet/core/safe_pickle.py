@@ -32,6 +32,10 @@ class UnsafeFileError(DataError):
     """A pickle asked for something outside the allowlist."""
 
 
+class _Refused(Exception):
+    """Raised by a stand-in; ``unpickle`` turns it into an UnsafeFileError naming the file."""
+
+
 class _NdarrayType:
     """Stands in for ``numpy.ndarray``: pickles name it only as the first
     argument of ``_reconstruct``, and nothing may call or instantiate it."""
@@ -56,7 +60,7 @@ def _dtype(spec, align=False, copy=True):
         raise pickle.UnpicklingError("numpy.dtype from a non-string specification")
     dtype = np.dtype(spec, bool(align), True)
     if dtype.kind not in PLAIN_DTYPE_KINDS or dtype.hasobject:
-        raise UnsafeFileError(f"numpy dtype {spec!r} refused (only plain numeric and string arrays are read)")
+        raise _Refused(f"refused numpy dtype {spec!r} (only plain numeric and string arrays are read)")
     return dtype
 
 
@@ -181,6 +185,8 @@ def unpickle(file, path, extra=None):
         return RestrictedUnpickler(file, path, extra).load()
     except DataError:
         raise
+    except _Refused as e:
+        raise UnsafeFileError(f"{path}: {e}: {REFUSAL_HINT}") from None
     except Exception as e:  # a corrupt pickle fails in many ways; all of them mean "unreadable"
         raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
