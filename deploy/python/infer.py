@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.filterwarnings("ignore", message=".*ccache.*")  # printed by every `import paddle`
 
 from decode import Decoder, select, to_original_pixels  # noqa: E402
+from image_check import decode_checked  # noqa: E402
 from predictor import DEVICES, RUN_MODES, DeviceUnavailable, Predictor, load_infer_cfg  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
 from visualize import draw_detections  # noqa: E402
@@ -126,10 +127,17 @@ def detections_to_json(det, threshold=0.0):
 
 
 def read_image(path):
-    """BGR uint8; grayscale replicated, alpha dropped, 16-bit scaled (as ppfacedet reads images)."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    """BGR uint8; grayscale replicated, alpha dropped, 16-bit scaled (as ppfacedet reads images).
+    Truncated or corrupt JPEG and PNG files are errors, not half pictures."""
+    try:
+        with open(path, "rb") as f:
+            image, problem = decode_checked(f.read())
+    except OSError as e:
+        raise InputError(f"{path}: cannot read image ({e.strerror or e})") from None
+    if problem:
+        raise InputError(f"{path}: {problem}")
     if image is None or image.size == 0:
-        raise InputError(f"{path}: cannot read image (missing, corrupt or unsupported format)")
+        raise InputError(f"{path}: cannot read image (corrupt or unsupported format)")
     if image.dtype == np.uint16:
         image = (image / 257).astype(np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:
