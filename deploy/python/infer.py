@@ -56,14 +56,23 @@ class Timer:
         return {stage: total / max(self.images, 1) for stage, total in self.totals.items()}
 
 
+def read_model_settings(model_dir):
+    """(infer_cfg.yml as a dict, its Preprocess, its Decoder); a value of the
+    wrong kind is a ValueError naming the file."""
+    info = load_infer_cfg(model_dir)
+    try:
+        return info, Preprocess(info["input"]), Decoder(info)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        path = os.path.join(model_dir, "infer_cfg.yml")
+        raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
+
+
 class FaceDetector:
     """BGR images -> per image {'boxes' [k,4], 'scores' [k], 'landmarks' [k,5,2] | None}
     in original pixels, like ppfacedet.FaceDetector."""
 
     def __init__(self, model_dir, **choices):
-        self.info = load_infer_cfg(model_dir)
-        self.preprocess = Preprocess(self.info["input"])
-        self.decoder = Decoder(self.info)
+        self.info, self.preprocess, self.decoder = read_model_settings(model_dir)
         self.test_cfg = {k: v for k, v in self.info["test"].items() if k in TEST_KEYS}
         self.predictor = Predictor(model_dir, self.info, **choices)
         self.timer = Timer()

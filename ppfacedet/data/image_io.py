@@ -93,7 +93,10 @@ def _decode_capturing_warnings(data, flags):
         saved = os.dup(2)
         try:
             os.dup2(write_end, 2)
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+            try:
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+            except cv2.error:  # OpenCV asserts on some malformed headers instead of returning None
+                image = None
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -106,12 +109,15 @@ def _decode_capturing_warnings(data, flags):
 def decode_checked(data, flags=cv2.IMREAD_UNCHANGED):
     """(image or None, problem or None) for encoded image bytes. JPEG and PNG
     are checked for damage; other formats are decoded as they are."""
+    if not data:
+        return None, "empty file"
     if data.startswith(b"\xff\xd8"):
         problem, size = _jpeg_structure(data)
     elif data.startswith(_PNG_SIGNATURE):
         problem, size = _png_structure(data)
     else:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), flags), None
+        image, _ = _decode_capturing_warnings(data, flags)
+        return image, None
     if problem:
         return None, problem
     image, printed = _decode_capturing_warnings(data, flags)
