@@ -331,7 +331,7 @@ def kinds(work):
 
     return {"image": (60, image_case), "label": (120, label_case), "config": (50, config_case),
             "infer_cfg": (80, infer_cfg_case), "wider_predictions": (80, prediction_case),
-            "wider_mat": (30, mat_case), "weights": (120, weights_case)}
+            "wider_mat": (12, mat_case), "weights": (120, weights_case)}
 
 
 def main():

@@ -40,7 +40,7 @@ def test_fuzzed_inputs_end_in_named_errors_or_counted_skips(tmp_path):
                                  f"{run.stderr[-3000:]}")
     assert not bad, f"{len(bad)} cases ended badly:\n" + "\n".join(bad[:20])
     for kind in KINDS:
-        assert cases[kind] >= 20, f"{kind}: only {cases[kind]} cases ran"
+        assert cases[kind] >= 10, f"{kind}: only {cases[kind]} cases ran"
         assert outcomes[(kind, "ERROR")] + outcomes[(kind, "SKIP")] > 0, f"{kind}: no damage was ever noticed"
 
 

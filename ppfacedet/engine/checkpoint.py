@@ -49,22 +49,21 @@ def _as_paddle(obj, path):
     return safe_pickle.rebuild(obj, lambda n: paddle.to_tensor(n) if isinstance(n, np.ndarray) else n, path)
 
 
-def read_paddle_file(path):
+def read_paddle_file(path, what):
     """The object in a ``.pdparams`` / ``.pdckpt`` / ``.pdopt`` file, as
-    paddle.load would give it, read without running any code."""
+    paddle.load would give it, read without running any code. Errors start
+    with ``what`` (the role of the file: "weights", "--resume")."""
     if not os.path.isfile(path):
-        raise PPFaceDetError(f"file not found: {path}")
-    return _as_paddle(safe_pickle.unpickle_file(path), path)
+        raise PPFaceDetError(f"{what}: file not found: {path}")
+    try:
+        return _as_paddle(safe_pickle.unpickle_file(path), path)
+    except DataError as e:
+        raise PPFaceDetError(f"{what}: {e}") from None
 
 
 def read_weights(path):
     """A model state dict from ``.pdparams`` or from a training checkpoint (``.pdckpt``)."""
-    if not os.path.isfile(path):
-        raise PPFaceDetError(f"weights file not found: {path}")
-    try:
-        obj = read_paddle_file(path)
-    except DataError as e:
-        raise PPFaceDetError(f"cannot read weights: {e}") from None
+    obj = read_paddle_file(path, "weights")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, paddle.Tensor) for v in obj.values()):
@@ -81,13 +80,9 @@ def _valid_rng_states(ckpt):
 def read_checkpoint(path):
     """A training checkpoint (``.pdckpt``: model, optimizer state, epoch,
     iteration, best metric, RNG states) for ``--resume``, checked field by field."""
-    if not os.path.isfile(path):
-        raise PPFaceDetError(f"--resume: checkpoint not found: {path}")
-    try:
-        ckpt = read_paddle_file(path)
-    except DataError as e:
-        raise PPFaceDetError(f"--resume: {e}") from None
-    bad = [k for k, kind in CHECKPOINT_FIELDS.items() if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), kind)]
+    ckpt = read_paddle_file(path, "--resume")
+    bad = [k for k, kind in CHECKPOINT_FIELDS.items()
+           if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), kind)]
     if not bad and not _valid_rng_states(ckpt):
         bad = ["python_rng/numpy_rng"]
     if bad:
