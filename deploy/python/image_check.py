@@ -80,20 +80,27 @@ def _png_structure(data):
     return "truncated (no IEND chunk)", size
 
 
+def _decode(data, flags):
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # OpenCV asserts on some malformed headers instead of returning None
+        return None
+
+
 def _decode_capturing_warnings(data, flags):
     """cv2.imdecode, and what the decoder printed on stderr meanwhile (libjpeg
     reports damaged data only there). The lock keeps two threads from
     swapping file descriptor 2 at once."""
     with _stderr_lock:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a daemon): nothing to capture
+            return _decode(data, flags), ""
         read_end, write_end = os.pipe()
         os.set_blocking(write_end, False)  # a flood of warnings must not block the decoder
-        saved = os.dup(2)
         try:
             os.dup2(write_end, 2)
-            try:
-                image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-            except cv2.error:  # OpenCV asserts on some malformed headers instead of returning None
-                image = None
+            image = _decode(data, flags)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -10,7 +10,7 @@ It also checks the one opcode that mutates existing objects (BUILD): numpy
 lets a dtype's state claim it holds Python objects, after which raw bytes
 would be read as object pointers.
 
-Compared with ``torch.load(weights_only=True)``: the same closed set of
+Compared with torch's own ``weights_only=True`` loading: the same closed set of
 globals, plus no ``numpy`` object arrays, no dtype state other than the one
 numpy itself writes, and a fresh dtype per file (numpy hands out shared
 singletons, which a BUILD could otherwise alter process-wide).
