@@ -223,3 +223,19 @@ def test_cli_refuses_a_crafted_pdparams_without_running_it(tmp_path):
     assert run.returncode == 2, run.stderr
     assert "refused to load global 'os.system'" in run.stderr and "Traceback" not in run.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_plain_state_pickles_of_every_protocol_load_equal(protocol):
+    """What other tools write for a state dict (any protocol, numpy scalars,
+    Fortran-ordered arrays, torch's ``_metadata`` attribute) is read back equal."""
+    import collections
+    import io
+    state = collections.OrderedDict(w=np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+                                    s=np.float64(0.25), n=np.arange(3, dtype=np.int64), meta={"epoch": 3, "b": b"x"})
+    state._metadata = collections.OrderedDict({"": {"version": 1}})
+    back = safe_pickle.unpickle(io.BytesIO(pickle.dumps(state, protocol=protocol)), "state.pkl")
+    assert list(back) == list(state) and back._metadata == state._metadata and back["meta"] == state["meta"]
+    for key in ("w", "s", "n"):
+        np.testing.assert_array_equal(back[key], state[key])
+        assert np.asarray(back[key]).dtype == np.asarray(state[key]).dtype

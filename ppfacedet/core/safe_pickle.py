@@ -64,6 +64,14 @@ def _dtype(spec, align=False, copy=True):
     return dtype
 
 
+def _frombuffer(buffer, dtype, shape, order):
+    """numpy's ``_frombuffer``: how protocol-5 pickles store an array's bytes."""
+    if not (isinstance(buffer, (bytes, bytearray)) and isinstance(dtype, np.dtype) and not dtype.hasobject
+            and isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape) and order in ("C", "F")):
+        raise pickle.UnpicklingError("numpy _frombuffer called with arguments numpy never writes")
+    return np.frombuffer(buffer, dtype).reshape(shape, order=order).copy()
+
+
 def _scalar(dtype, data=None):
     """numpy's ``scalar``: a numpy number from its raw bytes."""
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, str)):
@@ -101,6 +109,8 @@ ALLOWLIST = {
     ("_codecs", "encode"): _codecs_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2.x
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,
     ("numpy", "ndarray"): NDARRAY,
