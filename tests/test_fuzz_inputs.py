@@ -15,7 +15,7 @@ KINDS = ("image", "label", "config", "infer_cfg", "wider_predictions", "wider_ma
 
 def run_fuzz(work, seed=0):
     run = subprocess.run([sys.executable, str(ROOT / "tests" / "fuzz_inputs.py"), "--seed", str(seed),
-                          "--work", str(work)], capture_output=True, text=True, timeout=240)
+                          "--work", str(work)], capture_output=True, text=True, timeout=400)
     cases, outcomes, bad, current = collections.Counter(), collections.Counter(), [], None
     for line in run.stdout.splitlines():
         if line.startswith("CASE "):

@@ -148,17 +148,21 @@ class GroundTruth:
     def from_mat_dir(cls, gt_dir):
         """Read the four official files of ``gt_dir`` (scipy.io.loadmat, in a
         child process: scipy's .mat reader can crash the interpreter on a
-        damaged file, seen with scipy 1.17)."""
+        damaged file, seen with scipy 1.17, or ask for gigabytes)."""
         gt_dir = Path(gt_dir)
         if not gt_dir.is_dir():
             raise EvaluationError("ground-truth folder not found: %s" % gt_dir)
+        files = [gt_dir / name for name in MAT_FILES.values()]
+        for path in files:
+            if not path.is_file():
+                raise EvaluationError("missing ground-truth file %s (expected %s)"
+                                      % (path, ", ".join(MAT_FILES.values())))
         # the child costs a second or two, so evaluating every epoch reads unchanged files once
-        stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None
-                      for f in (gt_dir / name for name in MAT_FILES.values()))
+        stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         key = (str(gt_dir.resolve()), stamp)
         if key not in _MAT_CACHE:
             context = multiprocessing.get_context("spawn")  # a fresh interpreter: forking paddle's threads is unsafe
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
+            with ProcessPoolExecutor(1, mp_context=context, initializer=_limit_memory) as pool:
                 try:
                     _MAT_CACHE[key] = pool.submit(_read_mat_dir, str(gt_dir)).result()
                 except BrokenProcessPool:
@@ -178,6 +182,20 @@ class GroundTruth:
                            self.settings)
 
 
+CHILD_MEMORY = 1 << 30  # the official files need about 100 MB; a damaged 568-byte file asked scipy for 2 GB
+
+
+def _limit_memory():
+    """Child-process initializer: a damaged file's absurd sizes fail fast with MemoryError."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = CHILD_MEMORY if hard == resource.RLIM_INFINITY else min(CHILD_MEMORY, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
 def _read_mat_dir(gt_dir):
     """(names, boxes, keep) from the four official files (runs in a child process)."""
     from scipy.io import loadmat
@@ -186,9 +204,6 @@ def _read_mat_dir(gt_dir):
     mats = {}
     for key, fname in MAT_FILES.items():
         path = gt_dir / fname
-        if not path.is_file():
-            raise EvaluationError("missing ground-truth file %s (expected %s)"
-                                  % (path, ", ".join(MAT_FILES.values())))
         try:
             mats[key] = loadmat(str(path))
         except Exception as e:  # scipy raises several types for bad files
