@@ -4,15 +4,19 @@
     det = FaceDetector("configs/retinaface_mnet025.yml", weights="retinaface_mnet025.pdparams")
     faces = det(image_bgr)            # {'boxes' [k,4], 'scores' [k], 'landmarks' [k,5,2] | None}
     batch = det([img1, img2])         # a list in, a list out
+    faces = det("photo.jpg")          # paths are read (a damaged file is a DataError naming it)
 
 Boxes and landmarks are in the original image's pixels. Without
 ``target_size`` the model's official test protocol (its ``input`` section)
 applies; with it, the image is letterboxed into a square of that size.
 """
+import os
+
 import numpy as np
 import paddle
 
 from .core.config import load_config, read_section
+from .data.image_io import read_image
 from .data.preprocess import InputPolicy
 from .engine.checkpoint import load_weights
 from .modeling.detector import build_model
@@ -44,8 +48,9 @@ class FaceDetector:
         self.test_cfg = {**read_section(cfg, "test", TEST_DEFAULTS), **test_settings}
 
     def __call__(self, images, batch_size=8):
-        single = isinstance(images, np.ndarray)
-        images = [images] if single else list(images)
+        single = isinstance(images, (np.ndarray, str, os.PathLike))
+        images = [read_image(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else i
+                  for i in ([images] if single else images)]
         results = []
         for start in range(0, len(images), batch_size):
             results.extend(self._detect_batch(images[start:start + batch_size]))

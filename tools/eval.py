@@ -3,6 +3,8 @@
   python tools/eval.py -c configs/scrfd_500m_kps.yml -o weights=W.pdparams
   python tools/eval.py -c CFG -o weights=W --target_size 640 --output_dir preds/  # also write WIDER txt files
 """
+import sys
+
 import _path  # noqa: F401
 
 from ppfacedet.cli import base_parser, load_cfg, run
@@ -29,7 +31,7 @@ def main():
         from ppfacedet.data.synthetic import ensure_synthetic
         ensure_synthetic(cfg["synthetic"])
     eval_set = build_eval_set(cfg)
-    preds = predict_eval_set(FaceDetector(cfg, target_size=args.target_size), eval_set)
+    preds, unreadable = predict_eval_set(FaceDetector(cfg, target_size=args.target_size), eval_set)
     if args.output_dir:
         save_prediction_dir(preds, args.output_dir)
     result = evaluate(preds, eval_set.ground_truth())
@@ -40,6 +42,10 @@ def main():
         from widerface_evaluate.plot import plot_pr
         plot_pr(result, args.plot, title=cfg.name)
         print(f"precision-recall curves: {args.plot}")
+    if unreadable:  # each was reported as it was met
+        print(f"error: {len(unreadable)} images could not be read; the AP above counts their faces as missed",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ The official files are read exactly as the official tool reads them:
 ``face_bbx_list``; ``wider_{easy,medium,hard}_val.mat`` give ``gt_list``, the
 1-based indices of the kept boxes of every image.
 """
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ MAT_FILES = {
     "medium": "wider_medium_val.mat",
     "hard": "wider_hard_val.mat",
 }
+_MAT_CACHE = {}  # (folder, file stamps) -> what _read_mat_dir returned
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -142,31 +146,78 @@ class GroundTruth:
 
     @classmethod
     def from_mat_dir(cls, gt_dir):
-        """Read the four official files of ``gt_dir`` (scipy.io.loadmat)."""
-        from scipy.io import loadmat
-
+        """Read the four official files of ``gt_dir`` (scipy.io.loadmat, in a
+        child process: scipy's .mat reader can crash the interpreter on a
+        damaged file, seen with scipy 1.17, or ask for gigabytes)."""
         gt_dir = Path(gt_dir)
         if not gt_dir.is_dir():
             raise EvaluationError("ground-truth folder not found: %s" % gt_dir)
-        mats = {}
-        for key, fname in MAT_FILES.items():
-            path = gt_dir / fname
+        files = [gt_dir / name for name in MAT_FILES.values()]
+        for path in files:
             if not path.is_file():
                 raise EvaluationError("missing ground-truth file %s (expected %s)"
                                       % (path, ", ".join(MAT_FILES.values())))
-            try:
-                mats[key] = loadmat(str(path))
-            except Exception as e:  # scipy raises several types for bad files
-                raise EvaluationError("cannot read %s: %s" % (path, e))
-        full = mats["all"]
-        for field in ("event_list", "file_list", "face_bbx_list"):
-            if field not in full:
-                raise EvaluationError("%s has no %r" % (gt_dir / MAT_FILES["all"], field))
-        for s in WIDER_SETTINGS:
-            if "gt_list" not in mats[s]:
-                raise EvaluationError("%s has no 'gt_list'" % (gt_dir / MAT_FILES[s]))
-        names, boxes = [], []
-        keep = {s: [] for s in WIDER_SETTINGS}
+        # the child costs a second or two, so evaluating every epoch reads unchanged files once
+        stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        key = (str(gt_dir.resolve()), stamp)
+        if key not in _MAT_CACHE:
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter: forking paddle's threads is unsafe
+            with ProcessPoolExecutor(1, mp_context=context, initializer=_limit_memory) as pool:
+                try:
+                    _MAT_CACHE[key] = pool.submit(_read_mat_dir, str(gt_dir)).result()
+                except BrokenProcessPool:
+                    raise EvaluationError("reading the .mat files of %s crashed the reader: one of them is "
+                                          "damaged" % gt_dir) from None
+        names, boxes, keep = _MAT_CACHE[key]
+        try:
+            return cls.from_lists(names, boxes, keep)
+        except EvaluationError as e:
+            raise EvaluationError("%s: %s" % (gt_dir, e)) from None
+
+    def subset(self, indices):
+        """A GroundTruth of the given image indices (same settings)."""
+        indices = list(indices)
+        return GroundTruth([self.names[i] for i in indices], [self.boxes[i] for i in indices],
+                           {s: [self.keep[s][i] for i in indices] for s in self.settings},
+                           self.settings)
+
+
+CHILD_MEMORY = 1 << 30  # the official files need about 100 MB; a damaged 568-byte file asked scipy for 2 GB
+
+
+def _limit_memory():
+    """Child-process initializer: a damaged file's absurd sizes fail fast with MemoryError."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = CHILD_MEMORY if hard == resource.RLIM_INFINITY else min(CHILD_MEMORY, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+def _read_mat_dir(gt_dir):
+    """(names, boxes, keep) from the four official files (runs in a child process)."""
+    from scipy.io import loadmat
+
+    gt_dir = Path(gt_dir)
+    mats = {}
+    for key, fname in MAT_FILES.items():
+        path = gt_dir / fname
+        try:
+            mats[key] = loadmat(str(path))
+        except Exception as e:  # scipy raises several types for bad files
+            raise EvaluationError("cannot read %s: %s" % (path, " ".join(str(e).split())))
+    full = mats["all"]
+    for field in ("event_list", "file_list", "face_bbx_list"):
+        if field not in full:
+            raise EvaluationError("%s has no %r" % (gt_dir / MAT_FILES["all"], field))
+    for s in WIDER_SETTINGS:
+        if "gt_list" not in mats[s]:
+            raise EvaluationError("%s has no 'gt_list'" % (gt_dir / MAT_FILES[s]))
+    names, boxes = [], []
+    keep = {s: [] for s in WIDER_SETTINGS}
+    try:
         for i in range(len(full["event_list"])):
             event = str(full["event_list"][i][0][0])
             files = full["file_list"][i][0]
@@ -177,11 +228,7 @@ class GroundTruth:
                 for s in WIDER_SETTINGS:
                     idx = np.asarray(mats[s]["gt_list"][i][0][j][0]).astype(np.int64).ravel()
                     keep[s].append(idx - 1)  # 1-based in the .mat files
-        return cls.from_lists(names, boxes, keep)
-
-    def subset(self, indices):
-        """A GroundTruth of the given image indices (same settings)."""
-        indices = list(indices)
-        return GroundTruth([self.names[i] for i in indices], [self.boxes[i] for i in indices],
-                           {s: [self.keep[s][i] for i in indices] for s in self.settings},
-                           self.settings)
+    except (IndexError, TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+        raise EvaluationError("%s: the .mat files do not have the WIDER FACE layout (%s: %s)"
+                              % (gt_dir, type(e).__name__, " ".join(str(e).split()))) from None
+    return names, boxes, keep

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.filterwarnings("ignore", message=".*ccache.*")  # printed by every `import paddle`
 
 from decode import Decoder, select, to_original_pixels  # noqa: E402
+from image_check import decode_checked  # noqa: E402
 from predictor import DEVICES, RUN_MODES, DeviceUnavailable, Predictor, load_infer_cfg  # noqa: E402
 from tensorrt_routes import TensorRTError  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
@@ -57,14 +58,23 @@ class Timer:
         return {stage: total / max(self.images, 1) for stage, total in self.totals.items()}
 
 
+def read_model_settings(model_dir):
+    """(infer_cfg.yml as a dict, its Preprocess, its Decoder); a value of the
+    wrong kind is a ValueError naming the file."""
+    info = load_infer_cfg(model_dir)
+    try:
+        return info, Preprocess(info["input"]), Decoder(info)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        path = os.path.join(model_dir, "infer_cfg.yml")
+        raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
+
+
 class FaceDetector:
     """BGR images -> per image {'boxes' [k,4], 'scores' [k], 'landmarks' [k,5,2] | None}
     in original pixels, like ppfacedet.FaceDetector."""
 
     def __init__(self, model_dir, **choices):
-        self.info = load_infer_cfg(model_dir)
-        self.preprocess = Preprocess(self.info["input"])
-        self.decoder = Decoder(self.info)
+        self.info, self.preprocess, self.decoder = read_model_settings(model_dir)
         self.test_cfg = {k: v for k, v in self.info["test"].items() if k in TEST_KEYS}
         self.predictor = Predictor(model_dir, self.info, **choices)
         self.timer = Timer()
@@ -128,10 +138,17 @@ def detections_to_json(det, threshold=0.0):
 
 
 def read_image(path):
-    """BGR uint8; grayscale replicated, alpha dropped, 16-bit scaled (as ppfacedet reads images)."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    """BGR uint8; grayscale replicated, alpha dropped, 16-bit scaled (as ppfacedet reads images).
+    Truncated or corrupt JPEG and PNG files are errors, not half pictures."""
+    try:
+        with open(path, "rb") as f:
+            image, problem = decode_checked(f.read())
+    except OSError as e:
+        raise InputError(f"{path}: cannot read image ({e.strerror or e})") from None
+    if problem:
+        raise InputError(f"{path}: {problem}")
     if image is None or image.size == 0:
-        raise InputError(f"{path}: cannot read image (missing, corrupt or unsupported format)")
+        raise InputError(f"{path}: cannot read image (corrupt or unsupported format)")
     if image.dtype == np.uint16:
         image = (image / 257).astype(np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:

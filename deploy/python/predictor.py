@@ -27,15 +27,27 @@ class DeviceUnavailable(RuntimeError):
 
 
 def load_infer_cfg(model_dir):
+    """infer_cfg.yml as a dict, with the sections everything else reads checked
+    to be there and to be mappings; any problem is a ValueError naming the file."""
     path = os.path.join(model_dir, "infer_cfg.yml")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: --model_dir must be a folder written by "
                                 "tools/export_model.py")
-    with open(path) as f:
-        info = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ValueError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {what}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a mapping of settings (re-export the model)")
     for key in ("program", "params", "input", "outputs", "decode", "test"):
         if key not in info:
             raise ValueError(f"{path}: missing key '{key}' (re-export the model)")
+    for key in ("input", "decode", "test"):
+        if not isinstance(info[key], dict):
+            raise ValueError(f"{path}: '{key}' must be a mapping (re-export the model)")
     return info
 
 

@@ -6,7 +6,6 @@ Both formats torch.save has written are supported:
     storage keys) followed by each storage as an int64 element count and raw bytes.
 Tensors are rebuilt from (storage, offset, size, stride) with numpy views.
 """
-import collections
 import io
 import pickle
 import struct
@@ -14,6 +13,7 @@ import zipfile
 
 import numpy as np
 
+from ..core import safe_pickle
 from ..core.errors import DataError
 
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
@@ -38,18 +38,32 @@ class _Storage:
         self.array = None
 
 
+def _non_negative_ints(values):
+    return isinstance(values, (tuple, list)) and all(type(v) is int and v >= 0 for v in values)
+
+
 class _LazyTensor:
     """A tensor whose storage bytes may arrive after the pickle (legacy format)."""
 
     def __init__(self, storage, offset, size, stride):
+        if not (isinstance(storage, _Storage) and type(offset) is int and offset >= 0
+                and _non_negative_ints(size) and _non_negative_ints(stride) and len(size) == len(stride)):
+            raise pickle.UnpicklingError("tensor rebuilt from arguments torch never writes")
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
-    def materialize(self):
-        flat = self.storage.array[self.offset:]
-        if not self.size:
-            return flat[:1].reshape(()).copy()
+    def materialize(self, path):
+        flat = self.storage.array
+        if flat is None:
+            raise DataError(f"{path}: a tensor's storage is missing from the file")
+        # the last element a view reaches must lie inside the storage, or
+        # as_strided would read beyond the buffer
+        end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
+        if 0 not in self.size and end > flat.size:
+            raise DataError(f"{path}: a tensor reaches element {end} of a storage of {flat.size} (truncated file?)")
+        if 0 in self.size:
+            return np.zeros(self.size, flat.dtype)
         item = self.storage.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(flat, shape=self.size,
+        view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.size,
                                                strides=tuple(s * item for s in self.stride))
         return np.array(view)
 
@@ -58,48 +72,32 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
     return _LazyTensor(storage, offset, size, stride)
 
 
-def _materialize(obj):
-    if isinstance(obj, _LazyTensor):
-        return obj.materialize()
-    if isinstance(obj, dict):
-        return type(obj)((k, _materialize(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(v) for v in obj)
-    return obj
-
-
 def _rebuild_parameter(data, *unused):
     return data
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, storages, load_storage):
-        super().__init__(file)
+# What torch.save writes for a state dict, mapped to stand-ins, by exact name.
+_TORCH_GLOBALS = {
+    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    ("torch", "UntypedStorage"): _StorageType("ByteStorage"),
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+
+
+class _Unpickler(safe_pickle.RestrictedUnpickler):
+    def __init__(self, file, path, storages, load_storage):
+        super().__init__(file, path, _TORCH_GLOBALS)
         self.storages = storages
         self.load_storage = load_storage
 
-    def find_class(self, module, name):
-        if module.startswith("torch"):
-            if name in _STORAGE_DTYPES:
-                return _StorageType(name)
-            if name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-                return _rebuild_tensor
-            if name == "_rebuild_parameter":
-                return _rebuild_parameter
-            if name == "UntypedStorage":
-                return _StorageType("ByteStorage")
-        if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
-        if module.startswith(("numpy", "builtins", "_codecs")):
-            return super().find_class(module, name)
-        # Anything else (mmcv config objects, optimizer classes, ...) is
-        # irrelevant to the weights: stand it in with a harmless placeholder.
-        return lambda *args, **kwargs: None
-
     def persistent_load(self, pid):
-        kind, storage_type, key = pid[0], pid[1], pid[2]
-        if kind != "storage":
-            raise pickle.UnpicklingError(f"unsupported persistent id {kind!r}")
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
+            raise pickle.UnpicklingError("a persistent reference that is not a torch storage")
+        storage_type, key = pid[1], pid[2]
         if key not in self.storages:
             storage = _Storage(storage_type.dtype)
             self.storages[key] = storage
@@ -107,40 +105,63 @@ class _Unpickler(pickle.Unpickler):
         return self.storages[key]
 
 
+def _unpickle(file, path, storages, load_storage):
+    try:
+        return _Unpickler(file, path, storages, load_storage).load()
+    except DataError:
+        raise
+    except Exception as e:  # a corrupt pickle fails in many ways; all of them mean "unreadable"
+        raise DataError(f"{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
 def _load_zip(path):
     with zipfile.ZipFile(path) as zf:
-        pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+        pkl = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+        if pkl is None:
+            raise DataError(f"{path}: a zip without data.pkl, not a PyTorch checkpoint")
         root = pkl[:-len("data.pkl")]
 
         def load_storage(key, storage):
             storage.array = np.frombuffer(zf.read(f"{root}data/{key}"), dtype=storage.dtype)
 
-        return _Unpickler(io.BytesIO(zf.read(pkl)), {}, load_storage).load()
+        return _unpickle(io.BytesIO(zf.read(pkl)), path, {}, load_storage)
 
 
 def _load_legacy(path):
     with open(path, "rb") as f:
-        if pickle.load(f) != _LEGACY_MAGIC:
+        if safe_pickle.unpickle(f, path) != _LEGACY_MAGIC:
             raise DataError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-        pickle.load(f)  # protocol version
-        pickle.load(f)  # sys info
+        safe_pickle.unpickle(f, path)  # protocol version
+        safe_pickle.unpickle(f, path)  # sys info
         storages = {}
-        obj = _Unpickler(f, storages, lambda key, storage: None).load()
-        keys = pickle.load(f)
+        obj = _unpickle(f, path, storages, lambda key, storage: None)
+        keys = safe_pickle.unpickle(f, path)
+        if not isinstance(keys, list):
+            raise DataError(f"{path}: the storage key list is not a list")
         for key in keys:
+            if key not in storages:
+                raise DataError(f"{path}: storage {key!r} is listed but no tensor uses it")
             storage = storages[key]
             (count,) = struct.unpack("<q", f.read(8))
-            storage.array = np.frombuffer(f.read(count * storage.dtype.itemsize), dtype=storage.dtype)
+            data = f.read(count * storage.dtype.itemsize) if count >= 0 else b""
+            if count < 0 or len(data) != count * storage.dtype.itemsize:
+                raise DataError(f"{path}: truncated: storage {key!r} is shorter than its header says")
+            storage.array = np.frombuffer(data, dtype=storage.dtype)
     return obj
 
 
 def load_torch_checkpoint(path):
     """The object saved in ``path`` with tensors as numpy arrays."""
+    def materialize(node):
+        return node.materialize(path) if isinstance(node, _LazyTensor) else node
+
     try:
         obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
-        return _materialize(obj)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, StopIteration) as e:
-        raise DataError(f"{path}: cannot read as a PyTorch checkpoint: {e}") from None
+        return safe_pickle.rebuild(obj, materialize, path)
+    except DataError:
+        raise
+    except Exception as e:  # zip, struct and numpy errors on a damaged file
+        raise DataError(f"{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
 def load_state_dict(path):

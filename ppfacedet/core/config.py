@@ -5,8 +5,10 @@ A config is a plain nested dict (``Config``) plus ``sources``: for every key
 path, the ``file:line`` where its value was last set, so a builder that
 rejects a value can say where it came from.
 """
+import contextlib
 import copy
 import os
+import re
 
 import yaml
 
@@ -60,22 +62,42 @@ class Config(dict):
             if parts in self.sources:
                 return self.sources[parts]
             parts = parts[:-1]
-        return "<config>"
+        return getattr(self, "path", None) or "<config>"  # set nowhere: a default missing from the file
 
 
-def _to_python(node, path, source_file, sources):
+def yaml_error(path, error):
+    """A YAMLError as one line, ``file:line: invalid YAML: what``."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else path
+    what = getattr(error, "problem", None) or str(error)
+    return ConfigError(f"{where}: invalid YAML: {' '.join(str(what).split())}")
+
+
+MAX_NODES = 100_000  # YAML aliases can make a few lines expand exponentially
+
+
+def _to_python(node, path, source_file, sources, budget=None):
     """Turn a composed YAML node into Python values, recording sources."""
+    budget = [MAX_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"{source_file}: more than {MAX_NODES} values (an alias expanding without end?)")
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(f"{source_file}:{key_node.start_mark.line + 1}: a key must be a plain name")
             key = key_node.value
             sub = path + (key,)
             sources[sub] = f"{source_file}:{key_node.start_mark.line + 1}"
-            out[key] = _to_python(value_node, sub, source_file, sources)
+            out[key] = _to_python(value_node, sub, source_file, sources, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, path + (str(i),), source_file, sources) for i, v in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+        return [_to_python(v, path + (str(i),), source_file, sources, budget) for i, v in enumerate(node.value)]
+    try:  # the safe loader's own rules for a scalar (int, float, bool, null, str...)
+        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    except yaml.YAMLError as e:
+        raise yaml_error(source_file, e) from None
 
 
 def _merge(base, child):
@@ -101,7 +123,9 @@ def _load_file(path, stack):
         try:
             node = yaml.compose(f)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+            raise yaml_error(path, e) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text (a binary or damaged file?)") from None
     sources = {}
     data = _to_python(node, (), path, sources) if node is not None else {}
     if not isinstance(data, dict):
@@ -140,6 +164,7 @@ def apply_override(cfg, text):
             if key in node:
                 raise ConfigError(f"-o {text}: '{'.'.join(keys[:depth + 1])}' is not a mapping")
             node[key] = {}
+            cfg.sources[tuple(keys[:depth + 1])] = f"-o {text}"  # created here: an error about it names the -o
         node = node[key]
     node[keys[-1]] = value
     cfg.sources[tuple(keys)] = f"-o {text}"
@@ -169,6 +194,31 @@ def load_config(path, overrides=(), overlays=()):
         apply_override(cfg, text)
     check_top_level(cfg)
     return cfg
+
+
+_KEY_PATH = re.compile(r"[A-Za-z_][\w.]*")
+# what a component constructor raises when a config value has the wrong kind or range
+BUILD_ERRORS = (TypeError, ValueError, AssertionError, IndexError, KeyError, ZeroDivisionError, OverflowError,
+                AttributeError)
+
+
+@contextlib.contextmanager
+def located(cfg, section):
+    """Errors while building ``section`` from ``cfg`` point into the config: a
+    ConfigError that starts with a key path gets that key's ``file:line``, and
+    a constructor choking on a value of the wrong kind becomes a ConfigError."""
+    try:
+        yield
+    except ConfigError as e:
+        message = str(e)
+        key = message.split(":", 1)[0]
+        if not _KEY_PATH.fullmatch(key):
+            raise
+        raise ConfigError(f"{cfg.where(key)}: {message}") from None
+    except BUILD_ERRORS as e:
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"{cfg.where(section)}: '{section}' cannot be built from these settings "
+                          f"({type(e).__name__}: {detail})") from None
 
 
 def read_section(cfg, key, defaults):

@@ -35,9 +35,9 @@ class Registry:
 
     def get(self, name, where=""):
         if name not in self._items:
-            at = f" at {where}" if where else ""
+            at = f"{where}: " if where else ""
             raise ConfigError(
-                f"unknown {self.kind} '{name}'{at}{closest(name, self._items)}; "
+                f"{at}unknown {self.kind} '{name}'{closest(name, self._items)}; "
                 f"valid: {', '.join(self.names())}")
         return self._items[name]
 

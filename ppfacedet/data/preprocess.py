@@ -41,11 +41,12 @@ class InputPolicy:
 
     @classmethod
     def from_config(cls, cfg, target_size=None):
-        from ..core.config import read_section
+        from ..core.config import located, read_section
         settings = read_section(cfg, "input", INPUT_DEFAULTS)
         if target_size:
             settings.update(policy="letterbox", target_size=target_size)
-        return cls(**settings)
+        with located(cfg, "input"):
+            return cls(**settings)
 
     def resize(self, image):
         """BGR uint8 -> (resized BGR uint8 on its canvas, (sx, sy))."""

@@ -1,10 +1,21 @@
 """Checkpoints written atomically: a file is either the old one or the new
-one, never half of each, so a crash mid-save loses nothing already saved."""
+one, never half of each, so a crash mid-save loses nothing already saved.
+
+Every weight or checkpoint file is read with ``core.safe_pickle`` (never
+``paddle.load``, which runs any code a file carries), and every file we write
+is read back the same way before it replaces the old one, so we never write
+what we would refuse to read."""
 import os
 
+import numpy as np
 import paddle
 
-from ..core.errors import PPFaceDetError
+from ..core import safe_pickle
+from ..core.errors import DataError, PPFaceDetError
+
+_NAME_TABLE = "StructuredToParameterName@@"  # paddle.save's {key: tensor name} beside a state dict
+CHECKPOINT_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "iteration": int,
+                     "best_metric": (int, float), "python_rng": tuple, "numpy_rng": tuple}
 
 
 def atomic_save(obj, path):
@@ -12,25 +23,72 @@ def atomic_save(obj, path):
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         paddle.save(obj, tmp)
+        safe_pickle.unpickle_file(tmp)  # raises if it holds anything outside the allowlist
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _is_saved_tensor(node):
+    """paddle.save writes a Tensor inside a nested object as (name, ndarray)."""
+    return isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], str) and isinstance(node[1], np.ndarray)
+
+
+def _as_paddle(obj, path):
+    """What paddle.load returns for the unpickled ``obj``: Tensors where
+    paddle.save had Tensors, everything else (numpy RNG state...) as it was."""
+    if isinstance(obj, dict) and isinstance(obj.get(_NAME_TABLE), dict):  # a state dict
+        return {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v
+                for k, v in obj.items() if k != _NAME_TABLE}
+    found = []
+    safe_pickle.rebuild(obj, lambda node: found.append(node) if _is_saved_tensor(node) else node, path)
+    if found:
+        return safe_pickle.rebuild(obj, lambda n: paddle.to_tensor(n[1]) if _is_saved_tensor(n) else n, path)
+    # a file from paddle 2.0 (or a plain dict of arrays): every array was a Tensor
+    return safe_pickle.rebuild(obj, lambda n: paddle.to_tensor(n) if isinstance(n, np.ndarray) else n, path)
+
+
+def read_paddle_file(path, what):
+    """The object in a ``.pdparams`` / ``.pdckpt`` / ``.pdopt`` file, as
+    paddle.load would give it, read without running any code. Errors start
+    with ``what`` (the role of the file: "weights", "--resume")."""
+    if not os.path.isfile(path):
+        raise PPFaceDetError(f"{what}: file not found: {path}")
+    try:
+        return _as_paddle(safe_pickle.unpickle_file(path), path)
+    except DataError as e:
+        raise PPFaceDetError(f"{what}: {e}") from None
+
+
 def read_weights(path):
     """A model state dict from ``.pdparams`` or from a training checkpoint (``.pdckpt``)."""
-    if not os.path.isfile(path):
-        raise PPFaceDetError(f"weights file not found: {path}")
-    try:
-        obj = paddle.load(path)
-    except Exception as e:  # paddle raises many types for a corrupt file
-        raise PPFaceDetError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+    obj = read_paddle_file(path, "weights")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise PPFaceDetError(f"{path}: not a state dict")
+    if not isinstance(obj, dict) or not all(isinstance(v, paddle.Tensor) for v in obj.values()):
+        raise PPFaceDetError(f"{path}: not a state dict (name -> tensor)")
     return obj
+
+
+def _valid_rng_states(ckpt):
+    py, npy = ckpt["python_rng"], ckpt["numpy_rng"]
+    return (len(py) == 3 and isinstance(py[1], tuple) and all(type(v) is int for v in py[1])
+            and len(npy) == 5 and isinstance(npy[1], np.ndarray) and npy[1].dtype == np.uint32)
+
+
+def read_checkpoint(path):
+    """A training checkpoint (``.pdckpt``: model, optimizer state, epoch,
+    iteration, best metric, RNG states) for ``--resume``, checked field by field."""
+    ckpt = read_paddle_file(path, "--resume")
+    bad = [k for k, kind in CHECKPOINT_FIELDS.items()
+           if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), kind)]
+    if not bad and not _valid_rng_states(ckpt):
+        bad = ["python_rng/numpy_rng"]
+    if bad:
+        raise PPFaceDetError(f"--resume: {path} is not a training checkpoint (.pdckpt): "
+                             f"missing or invalid {', '.join(bad)}")
+    return ckpt
 
 
 def load_weights(model, path, strict=True):

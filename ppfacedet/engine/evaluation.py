@@ -12,26 +12,27 @@ LOG = get_logger()
 
 
 def predict_eval_set(detector, eval_set, progress=True):
-    """{name: [n,5] xywh+score} over the eval images; unreadable ones are
-    skipped with a warning (they then count as missed faces)."""
-    preds, unreadable = {}, 0
+    """({name: [n,5] xywh+score} over the eval images, [the unreadable ones'
+    errors]); unreadable (missing, corrupt, truncated) images are skipped with
+    a warning and then count as missed faces."""
+    preds, unreadable = {}, []
     # disable=None: a bar on a terminal, nothing in a log file
     for name, path in tqdm(eval_set.images(), desc="eval", disable=None if progress else True, leave=False):
         try:
             image = read_image(path)
         except DataError as e:
             LOG.warning("%s", e)
-            unreadable += 1
+            unreadable.append(str(e))
             continue
         preds[name] = detections_to_wider(detector(image))
     if unreadable:
-        LOG.warning("%d eval images could not be read", unreadable)
-    return preds
+        LOG.warning("%d eval images could not be read", len(unreadable))
+    return preds, unreadable
 
 
 def evaluate_model(model, cfg, target_size=None, progress=True):
     metric = build_metric(cfg)
     eval_set = build_eval_set(cfg)
     detector = FaceDetector.from_model(model, cfg, target_size)
-    preds = predict_eval_set(detector, eval_set, progress)
+    preds, _ = predict_eval_set(detector, eval_set, progress)  # unreadable ones were logged
     return metric(preds, eval_set.ground_truth())

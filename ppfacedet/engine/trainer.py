@@ -18,7 +18,7 @@ from ..data.loader import build_train_loader, unpack_batch
 from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
 from . import callbacks as cb
-from .checkpoint import portable_optimizer_state, restore_optimizer_state
+from .checkpoint import portable_optimizer_state, read_checkpoint, restore_optimizer_state
 from .metrics import build_metric
 from .pretrain import load_pretrained
 
@@ -104,11 +104,7 @@ class Trainer:
         }
 
     def resume(self, path):
-        if not os.path.isfile(path):
-            raise PPFaceDetError(f"--resume: checkpoint not found: {path}")
-        ckpt = paddle.load(path)
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
-            raise PPFaceDetError(f"--resume: {path} is not a training checkpoint (.pdckpt)")
+        ckpt = read_checkpoint(path)
         self.model.set_state_dict(ckpt["model"])
         self._pending_optimizer_state = ckpt["optimizer"]
         self.state.update(epoch=int(ckpt["epoch"]), iteration=int(ckpt["iteration"]),

@@ -101,11 +101,11 @@ def export_qat_model(cfg, model, output_dir):
 
 def _export_here(cfg, weights, output_dir):
     """Child side: rebuild, re-wrap, load the trained QAT state and save the old-format program."""
-    import paddle
+    from ..engine.checkpoint import read_weights
     from ..modeling.detector import build_model
     from .static import export_inference_model
     model = build_model(cfg)  # wrapped by apply_qat: cfg has the quant section
-    state = paddle.load(weights)
+    state = read_weights(weights)
     missing = [k for k in model.state_dict() if k not in state]
     if missing:
         raise PPFaceDetError(f"{weights}: not a state of this QAT model ({len(missing)} tensors missing, "

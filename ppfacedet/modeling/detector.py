@@ -61,9 +61,10 @@ class Detector(nn.Layer):
 def build_model(cfg):
     """The config's Detector; with a ``quant`` section (the QAT overlay) its
     convs are wrapped with fake quanters, so every tool sees the same model."""
-    from ..core.config import read_section
+    from ..core.config import located, read_section
     model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None, "norm_eval": False})
-    model = Detector(**model_cfg)
+    with located(cfg, "model"):
+        model = Detector(**model_cfg)
     if cfg.get("quant"):
         from ..export.qat import apply_qat
         model = apply_qat(model, cfg["quant"])

@@ -20,10 +20,15 @@ def parse_blocks(label_file, image_root, read_header, read_face):
             records.append(make_record(os.path.join(image_root, rel), os.path.splitext(rel)[0], faces,
                                        where, report, size))
 
-    with open(label_file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(label_file, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             where = f"{label_file}:{lineno}"
-            text = line.strip()
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                report.warn(where, "not UTF-8 text (a binary or damaged file?)")
+                bad = True
+                continue
             if not text:
                 continue
             if text.startswith("#"):

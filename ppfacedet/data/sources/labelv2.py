@@ -15,7 +15,7 @@ def _header(fields):
         return fields[0], None
     try:
         return fields[0], (int(float(fields[1])), int(float(fields[2])))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf"
         raise ValueError(f"bad image size in '# {' '.join(fields)}'") from None
 
 
