@@ -65,6 +65,6 @@ def build_model(cfg):
     model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None, "norm_eval": False})
     model = Detector(**model_cfg)
     if cfg.get("quant"):
-        from ..export.qat import apply_qat
+        from ..quant.qat import apply_qat
         model = apply_qat(model, cfg["quant"])
     return model
