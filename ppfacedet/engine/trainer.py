@@ -86,9 +86,10 @@ class Trainer:
         return callbacks
 
     def _sync_batchnorm(self, enabled):
-        """``sync_bn: true``: BatchNorm statistics over every process's batch.
-        One process has nothing to synchronise with, so it keeps plain BatchNorm."""
-        if enabled and self.world_size > 1:
+        """``sync_bn: true``: BatchNorm statistics over every process's batch
+        (one process: its own, computed the same way, so a run on N processes
+        and one on a single process share their arithmetic)."""
+        if enabled:
             replaced = convert_sync_batchnorm(self.model)
             if self.is_main:
                 LOG.info("sync_bn: %d BatchNorm layers normalise over all %d processes", replaced,
