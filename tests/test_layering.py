@@ -1,4 +1,5 @@
 """Package dependencies point one way: modeling never needs export."""
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,6 @@ print(sorted(m for m in sys.modules if m.startswith('ppfacedet.export')))
 
 def test_building_a_qat_model_does_not_import_export():
     r = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
