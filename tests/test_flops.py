@@ -74,3 +74,19 @@ def test_published_scrfd_sizes(name, params_m, flops_g):
     model = build_model(load_config(str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yml")))
     assert abs(count_params(model) / 1e6 - params_m) <= 0.03 * params_m
     assert abs(count_flops(model, [1, 3, 480, 640]) / 1e9 - flops_g) <= 0.03 * flops_g
+
+
+def test_flops_tool_prints_the_exact_parameter_count(capsys):
+    """YuNet-n has 75,856 parameters (libfacedetection.train's count): the tool
+    prints that number, not only 0.0759 M."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("flops_tool", root / "tools" / "flops.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    params, _ = tool.main(["-c", str(root / "configs" / "yunet_n.yml"), "--input_shape", "1,3,64,64"])
+    out = capsys.readouterr().out
+    assert params == 75856
+    assert "params: 0.0759 M (75,856)" in out

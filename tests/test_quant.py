@@ -160,7 +160,7 @@ def test_benchmark_rejects_a_bad_input_size():
 
 def test_qat_settings_are_checked():
     from ppfacedet.core.errors import PPFaceDetError
-    from ppfacedet.export.qat import quant_settings
+    from ppfacedet.quant.qat import quant_settings
     assert quant_settings(None)["skip"] == ["depthwise"]
     assert quant_settings({"skip": "first"})["skip"] == ["first"]
     with pytest.raises(PPFaceDetError, match="unknown key"):

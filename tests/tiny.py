@@ -32,6 +32,7 @@ def make_tiny_config(tmp_path, num_train=16, num_val=8, image_size=96, extra="",
           label_file: {data / 'val' / 'labelv2.txt'}
           image_root: {data / 'val' / 'images'}
         train_loader: {{batch_size: 4, num_workers: 0}}
+        auto_scale_lr: {{base_batch_size: null}}  # each test sets the LR for the batch it runs
         optimizer: {{type: Momentum, momentum: 0.9, weight_decay: 5.0e-4}}
         lr_schedule: {{type: WarmupStep, base_lr: 0.01, milestones: [100], warmup_iters: 2, warmup_ratio: 0.1}}
         epochs: 2

@@ -47,8 +47,9 @@ def main():
         if i >= 2:
             times.append(time.perf_counter() - start)
     step = float(np.median(times))
-    print(f"{cfg.name}: batch {args.batch_size} at {args.input_size}x{args.input_size}: "
-          f"{step * 1000:.0f} ms/step, {args.batch_size / step:.1f} img/s (median of {args.iters})")
+    print(f"{cfg.name}: batch {args.batch_size} at {args.input_size}x{args.input_size}, "
+          f"{trainer.cpu_threads} CPU threads: {step * 1000:.0f} ms/step, {args.batch_size / step:.1f} img/s "
+          f"(median of {args.iters})")
 
 
 if __name__ == "__main__":

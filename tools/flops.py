@@ -1,4 +1,4 @@
-"""Print a model's parameters (M) and FLOPs (G), counted like the published
+"""Print a model's parameters (M, and the exact count) and FLOPs (G), counted like the published
 SCRFD / DamoFD tables (see ppfacedet/modeling/flops.py).
 
     python tools/flops.py -c configs/damofd_0.5g.yml
@@ -36,7 +36,7 @@ def main(argv=None):
     shape = "x".join(str(v) for v in args.input_shape)
     print(f"config: {args.config}")
     print(f"input:  {shape}")
-    print(f"params: {params / 1e6:.4f} M")
+    print(f"params: {params / 1e6:.4f} M ({params:,})")
     print(f"FLOPs:  {flops / 1e9:.4f} G")
     return params, flops
 

@@ -42,6 +42,9 @@ TOP_LEVEL_KEYS = {
     "quant": "quantization-aware-training overlay settings",
     "metric": "evaluation metric and the setting that picks best_model",
     "amp": "mixed precision on GPU (a no-op on CPU)",
+    "cpu_threads": "CPU math threads per training process (0: the usable cores shared by the node's processes)",
+    "auto_scale_lr": "linear LR scaling when the launched total batch differs from the recipe's base_batch_size",
+    "sync_bn": "true: BatchNorm statistics over the whole batch of every process (SyncBN)",
 }
 
 BASE_KEY = "_BASE_"

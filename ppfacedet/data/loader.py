@@ -4,6 +4,7 @@ import numpy as np
 import paddle
 
 from ..core.config import read_section
+from ..core.cpu_threads import init_loader_worker
 from ..core.registry import DATASETS
 
 LOADER_DEFAULTS = {"batch_size": 8, "num_workers": 2, "shuffle": True, "drop_last": True}
@@ -64,7 +65,8 @@ def build_train_loader(cfg, policy):
     sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=settings["batch_size"],
                                                 shuffle=settings["shuffle"], drop_last=settings["drop_last"])
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(policy),
-                                  num_workers=settings["num_workers"], use_shared_memory=False)
+                                  num_workers=settings["num_workers"], use_shared_memory=False,
+                                  worker_init_fn=init_loader_worker)
     return dataset, sampler, loader
 
 

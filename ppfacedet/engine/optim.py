@@ -7,7 +7,13 @@ import math
 
 import paddle
 
+from ..core.config import read_section
+from ..core.errors import ConfigError
 from ..core.registry import LR_SCHEDULES, OPTIMIZERS
+
+# ``base_batch_size``: the total batch (per GPU x GPUs) the recipe's base_lr is
+# for; None when the config states no recipe batch (nothing to scale against).
+AUTO_SCALE_LR_DEFAULTS = {"enable": True, "base_batch_size": None}
 
 
 def _grad_clip(clip_grad_norm):
@@ -81,3 +87,24 @@ class WarmupCosine(_WarmupSchedule):
     def decay(self, iteration, iters_per_epoch, epochs):
         progress = min(1.0, iteration / max(1, iters_per_epoch * epochs))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def scaled_base_lr(cfg, base_lr, launched_batch):
+    """``(lr, note)``: the base LR for a launched total batch (per process x
+    processes) and, when that batch is not the recipe's, a sentence saying so.
+    The linear scaling rule (Goyal et al. 2017, mmdet's ``auto_scale_lr``)
+    multiplies the LR by launched / recipe batch unless ``auto_scale_lr.enable``
+    is false."""
+    settings = read_section(cfg, "auto_scale_lr", AUTO_SCALE_LR_DEFAULTS)
+    recipe_batch = settings["base_batch_size"]
+    if recipe_batch is None or int(recipe_batch) == int(launched_batch):
+        return base_lr, None
+    if int(recipe_batch) <= 0:
+        raise ConfigError(f"{cfg.where('auto_scale_lr.base_batch_size')}: auto_scale_lr.base_batch_size "
+                          f"must be positive, got {recipe_batch}")
+    note = f"launched total batch {launched_batch} differs from the recipe's {recipe_batch}"
+    if not settings["enable"]:
+        return base_lr, f"{note}; auto_scale_lr.enable is false, so base LR stays {base_lr:g}"
+    lr = base_lr * int(launched_batch) / int(recipe_batch)
+    return lr, (f"{note}: base LR {base_lr:g} -> {lr:g} by the linear scaling rule "
+                f"(-o auto_scale_lr.enable=false keeps {base_lr:g})")

@@ -11,6 +11,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from ..core.cpu_threads import set_math_threads, threads_for
 from ..core.errors import PPFaceDetError
 from ..core.logger import get_logger
 from ..core.registry import LR_SCHEDULES, OPTIMIZERS
@@ -20,7 +21,9 @@ from ..modeling.detector import build_model
 from . import callbacks as cb
 from .checkpoint import portable_optimizer_state, read_checkpoint, restore_optimizer_state
 from .metrics import build_metric
+from .optim import scaled_base_lr
 from .pretrain import load_pretrained
+from .sync_batchnorm import convert_sync_batchnorm
 
 LOG = get_logger()
 MAX_CONSECUTIVE_BAD_STEPS = 10
@@ -52,8 +55,11 @@ class Trainer:
         self.is_main = dist.get_rank() == 0
         if self.world_size > 1:
             dist.init_parallel_env()
+        self.cpu_threads = threads_for(cfg.get("cpu_threads"), self.world_size)
+        set_math_threads(self.cpu_threads)
         seed_everything(int(cfg.get("seed", 0)))
         self.model = build_model(cfg)
+        self._sync_batchnorm(bool(cfg.get("sync_bn", False)))
         self.policy = InputPolicy.from_config(cfg)
         self.out_dir = os.path.join(cfg.get("save_dir", "output"), getattr(cfg, "name", "model"))
         self.amp = self._check_amp(amp)
@@ -80,10 +86,27 @@ class Trainer:
             callbacks.append(cb.VisualDLWriter(os.path.join(self.out_dir, "vdl")))
         return callbacks
 
-    def _build_optimizer(self):
+    def _sync_batchnorm(self, enabled):
+        """``sync_bn: true``: BatchNorm statistics over every process's batch
+        (one process: its own, computed the same way, so a run on N processes
+        and one on a single process share their arithmetic)."""
+        if enabled:
+            replaced = convert_sync_batchnorm(self.model)
+            if self.is_main:
+                LOG.info("sync_bn: %d BatchNorm layers normalise over all %d processes", replaced,
+                         self.world_size)
+
+    def _build_optimizer(self, batch_per_process=None):
+        """The optimizer; given the per-process batch, the base LR follows the
+        launched total batch (``auto_scale_lr``, optim.scaled_base_lr)."""
         opt_cfg = self.cfg.get("optimizer") or {"type": "Momentum"}
         lr_cfg = self.cfg.get("lr_schedule") or {"type": "WarmupStep"}
         self.schedule = LR_SCHEDULES.build(lr_cfg, "lr_schedule")
+        if batch_per_process is not None:
+            launched = batch_per_process * self.world_size
+            self.schedule.base_lr, note = scaled_base_lr(self.cfg, self.schedule.base_lr, launched)
+            if note and self.is_main:
+                LOG.warning("%s", note)
         factory = OPTIMIZERS.build(opt_cfg, "optimizer")
         return factory(self.model.parameters(), self.schedule.base_lr)
 
@@ -132,7 +155,10 @@ class Trainer:
         if iters_per_epoch == 0:
             raise PPFaceDetError(f"train_loader: {len(dataset)} images make no full batch of "
                                  f"{sampler.batch_size}; lower train_loader.batch_size")
-        self.optimizer = self._build_optimizer()
+        self.optimizer = self._build_optimizer(sampler.batch_size)
+        if self.is_main:
+            LOG.info("training on %d CPU math threads per process, %d x %d images per step", self.cpu_threads,
+                     self.world_size, sampler.batch_size)
         if getattr(self, "_pending_optimizer_state", None) is not None:
             restore_optimizer_state(self.optimizer, self.model, self._pending_optimizer_state)
         net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model

@@ -66,6 +66,6 @@ def build_model(cfg):
     with located(cfg, "model"):
         model = Detector(**model_cfg)
     if cfg.get("quant"):
-        from ..export.qat import apply_qat
+        from ..quant.qat import apply_qat
         model = apply_qat(model, cfg["quant"])
     return model

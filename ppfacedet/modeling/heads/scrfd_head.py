@@ -26,6 +26,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ...core.distributed import mean_over_processes
 from ...core.errors import ConfigError
 from ...core.registry import ASSIGNERS, HEADS, LOSSES
 from ...postprocess.boxes import distance_to_box, offsets_to_keypoints
@@ -205,19 +206,20 @@ class SCRFDHead(DenseHead):
         box_pred = paddle.concat([raw[f"box_{s}"] for s in self.strides], axis=1).reshape([-1, 4])
         flat_pos = np.nonzero(pos_gt.reshape(-1) >= 0)[0]
         per_image_pos = (pos_gt >= 0).sum(axis=1)
-        cls_avg = float(max(np.maximum(per_image_pos, 1).sum(), 1))
+        # Normalisers averaged over the processes, as the official head's reduce_mean
+        cls_avg = max(mean_over_processes(float(np.maximum(per_image_pos, 1).sum())), 1.0)
 
         losses = {}
         quality = np.zeros(num_images * num_anchors, np.float32)
+        index = paddle.to_tensor(flat_pos.astype(np.int64))
+        weight = F.sigmoid(paddle.gather(logits, index)).detach()
+        weight_sum = mean_over_processes(weight.sum())  # every process joins, with positives or not
         if len(flat_pos):
-            index = paddle.to_tensor(flat_pos)
             anchor_index = flat_pos % num_anchors
             pos_stride = paddle.to_tensor(strides[anchor_index][:, None])
             pos_centres = paddle.to_tensor(centres[anchor_index]) / pos_stride
             pred_boxes = distance_to_box(pos_centres, paddle.gather(box_pred, index))
             target_boxes = paddle.to_tensor(box_targets.reshape(-1, 4)[flat_pos]) / pos_stride
-            weight = F.sigmoid(paddle.gather(logits, index)).detach()
-            weight_sum = weight.sum()
             quality[flat_pos] = aligned_iou(pred_boxes.detach(), target_boxes).numpy()
             losses["loss_box"] = self.loss_box(pred_boxes, target_boxes, weight=weight, avg_factor=weight_sum)
             if self.use_kps:

@@ -24,6 +24,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ...core.distributed import mean_over_processes
 from ...core.errors import ConfigError
 from ...core.registry import ASSIGNERS, HEADS, LOSSES
 from ...postprocess.priors import grid_points
@@ -168,7 +169,8 @@ class YuNetHead(DenseHead):
             assign_priors = paddle.concat([points + strides / 2, strides, strides], axis=1)
             targets = self._targets(scores, assign_priors, pred_boxes.detach(), batch)
         pos, cls_target, box_target, kps_target, kps_weight = targets
-        num_pos = max(int(pos.shape[0]), 1)
+        # Averaged over the processes, as the official head's reduce_mean
+        num_pos = max(mean_over_processes(int(pos.shape[0])), 1.0)
 
         obj_target = paddle.zeros([num_images * num_points], "float32")
         if pos.shape[0]:

@@ -4,6 +4,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from ...core.distributed import mean_over_processes
 from ...core.registry import LOSSES
 
 
@@ -44,8 +45,9 @@ class MultiBoxLoss:
         ``landmark_mask`` [N,M] (positives whose face has landmarks)."""
         labels = targets["labels"]
         positive = labels > 0
-        num_pos = max(int(positive.sum()), 1)
-        num_pos_landmarks = max(int(targets["landmark_mask"].sum()), 1)
+        # Over the whole batch of every process, as Pytorch_Retinaface's single-process DataParallel
+        num_pos = max(mean_over_processes(int(positive.sum())), 1)
+        num_pos_landmarks = max(mean_over_processes(int(targets["landmark_mask"].sum())), 1)
 
         loss_box = masked_smooth_l1(box_deltas, targets["boxes"], positive) / num_pos
         loss_kps = masked_smooth_l1(kps_deltas, targets["landmarks"], targets["landmark_mask"]) / num_pos_landmarks
