@@ -23,7 +23,7 @@ import infer as deploy_infer  # noqa: E402
 import predictor as deploy_predictor  # noqa: E402
 
 STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml"}
-LOCAL_MODULES = {"decode", "infer", "predictor", "preprocess", "visualize"}
+LOCAL_MODULES = {"decode", "engines", "infer", "predictor", "preprocess", "visualize"}
 CLI_MODEL = "scrfd_500m_kps"
 
 
