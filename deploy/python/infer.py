@@ -96,9 +96,11 @@ class FaceDetector:
         """Images whose network inputs share a shape run as one batch, others
         apart (as ppfacedet.FaceDetector does): padding an input to a
         companion's size would change its detections near the border."""
+        start = time.perf_counter()
         groups = {}
         for index, image in enumerate(images):
             groups.setdefault(self.preprocess.layout(image.shape[:2])[0], []).append(index)
+        self.timer.add("preprocess", start)
         results = [None] * len(images)
         for (height, width), indices in groups.items():
             start = time.perf_counter()
