@@ -118,18 +118,23 @@ class Retina:
         return boxes, np.tile(priors[:, :2], 5) + landms * (np.tile(priors[:, 2:], 5) * v0)
 
 
+def point_anchors(decoder, input_hw, num_anchors):
+    """Anchor points of every stride, concatenated: (points [M,2], each row's stride [M,1], each stride's first row)."""
+    cfg, points, strides, starts = decoder.decode_cfg, [], [], [0]
+    for stride in cfg["strides"]:
+        h, w = decoder.grid(input_hw, stride)
+        points.append(grid_points(h, w, stride, cfg.get("offset", 0.0), num_anchors))
+        strides.append(np.full((len(points[-1]), 1), stride, np.float32))
+        starts.append(starts[-1] + len(points[-1]))
+    return np.concatenate(points), np.concatenate(strides), np.asarray(starts[:-1])
+
+
 class Distance:
     """Per stride ``score_s``, ``bbox_s`` (l, t, r, b) and ``kps_s`` in stride units around (x s, y s)."""
 
     @staticmethod
     def anchors(decoder, input_hw):
-        cfg, points, strides, starts = decoder.decode_cfg, [], [], [0]
-        for stride in cfg["strides"]:
-            h, w = decoder.grid(input_hw, stride)
-            points.append(grid_points(h, w, stride, cfg.get("offset", 0.0), cfg["num_anchors"]))
-            strides.append(np.full((len(points[-1]), 1), stride, np.float32))
-            starts.append(starts[-1] + len(points[-1]))
-        return np.concatenate(points), np.concatenate(strides), np.asarray(starts[:-1])
+        return point_anchors(decoder, input_hw, decoder.decode_cfg["num_anchors"])
 
     @staticmethod
     def scores(cfg, outputs, anchors, index):
@@ -155,13 +160,7 @@ class YuNet:
 
     @staticmethod
     def anchors(decoder, input_hw):
-        cfg, points, strides, starts = decoder.decode_cfg, [], [], [0]
-        for stride in cfg["strides"]:
-            h, w = decoder.grid(input_hw, stride)
-            points.append(grid_points(h, w, stride, cfg.get("offset", 0.0)))
-            strides.append(np.full((h * w, 1), stride, np.float32))
-            starts.append(starts[-1] + h * w)
-        return np.concatenate(points), np.concatenate(strides), np.asarray(starts[:-1])
+        return point_anchors(decoder, input_hw, 1)
 
     @staticmethod
     def scores(cfg, outputs, anchors, index):
