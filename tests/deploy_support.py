@@ -94,3 +94,14 @@ def run_program(folder, batch, enable_mkldnn=False):
     predictor = Predictor(folder, info, enable_mkldnn=enable_mkldnn, cpu_threads=1)
     outputs = predictor(batch)
     return [outputs[name] for name in info["outputs"]]
+
+
+@functools.lru_cache(maxsize=None)
+def exported_with_onnx(name):
+    """A copy of the family's export folder with model.onnx converted into it
+    (named in its infer_cfg.yml), for the onnxruntime and OpenVINO engines."""
+    from ppfacedet.export.to_onnx import convert_to_onnx
+    folder = os.path.join(work_dir("with_onnx"), name)
+    shutil.copytree(exported(name), folder)
+    convert_to_onnx(folder)
+    return folder

@@ -23,7 +23,7 @@ import infer as deploy_infer  # noqa: E402
 import predictor as deploy_predictor  # noqa: E402
 
 STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml"}
-LOCAL_MODULES = {"decode", "image_check", "infer", "predictor", "preprocess", "tensorrt_routes", "visualize"}
+LOCAL_MODULES = {"decode", "engines", "image_check", "infer", "predictor", "preprocess", "tensorrt_routes", "visualize"}
 CLI_MODEL = "scrfd_500m_kps"
 
 

@@ -191,9 +191,14 @@ def test_export_model_tool(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     folder = tmp_path / "out" / "yunet_n"
-    assert sorted(os.listdir(folder)) == ["infer_cfg.yml", "model.json", "model.pdiparams"]
+    assert sorted(os.listdir(folder)) == ["infer_cfg.yml", "model.json", "model.onnx", "model.pdiparams"]
+    assert yaml.safe_load((folder / "infer_cfg.yml").read_text())["onnx"] == "model.onnx"
     batch = InputPolicy.from_config(cfg)(photos()[1])[0][None]
     assert max_diff(run_program(str(folder), batch), dygraph_outputs(model, batch)) <= TOLERANCE
+    from engines import create_engine
+    from predictor import load_infer_cfg
+    on_onnxruntime = create_engine(str(folder), load_infer_cfg(str(folder)), run_mode="onnxruntime")(batch)
+    assert max_diff(list(on_onnxruntime.values()), dygraph_outputs(model, batch)) <= TOLERANCE
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "export_model.py"), "-c", str(ROOT / "configs/yunet_n.yml"),
                            "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "-o weights=" in done.stderr

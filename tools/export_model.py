@@ -6,7 +6,9 @@
 
 Writes DIR/<config name>/: the program (model.json, or model.pdmodel with
 --format legacy, which the quantization tools and paddle2onnx 1.x read),
-model.pdiparams and infer_cfg.yml. The input ``image`` is [N, 3, H, W] with N,
+model.pdiparams, model.onnx (paddle2onnx, in a child process; the fast CPU
+engines of deploy/python run it) and infer_cfg.yml, which names them.
+--with_nms exports get no model.onnx: paddle2onnx cannot convert their NMS. The input ``image`` is [N, 3, H, W] with N,
 H and W free, normalised as infer_cfg.yml's ``input`` says. Outputs: the
 head's per-stride score / box / keypoint tensors (names in infer_cfg.yml), or
 with --with_nms the decoded, suppressed detections ``dets`` [K, 16] and
@@ -23,12 +25,14 @@ def main():
     parser.add_argument("--with_nms", action="store_true", help="decode and NMS inside the graph")
     parser.add_argument("--format", default="pir", choices=["pir", "legacy"],
                         help="program format: pir (model.json, default) or legacy (model.pdmodel)")
+    parser.add_argument("--no_onnx", action="store_true", help="skip model.onnx (the Paddle program only)")
     args = parser.parse_args()
     cfg = load_cfg(args)
 
     from ppfacedet.core.errors import PPFaceDetError
     from ppfacedet.export.qat import export_qat_model
     from ppfacedet.export.static import export_inference_model
+    from ppfacedet.export.to_onnx import convert_to_onnx
 
     model = model_with_weights(cfg)
     if cfg.get("quant"):  # a QAT model (--slim_config configs/slim/qat.yml): int8, old program format
@@ -38,6 +42,8 @@ def main():
     else:
         folder = export_inference_model(cfg, model, args.output_dir, with_nms=args.with_nms,
                                         program_format=args.format)
+        if not (args.with_nms or args.no_onnx):
+            convert_to_onnx(folder)
     print(f"exported {cfg.name} -> {folder}")
     return 0
 

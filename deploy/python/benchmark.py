@@ -1,40 +1,44 @@
-"""CPU latency of our exported models against the detectors a user would pick instead.
+"""CPU latency of our exported models against the detectors a CPU user picks instead.
 
-  python deploy/python/benchmark.py --model_dir output/export/scrfd_500m --int8_model_dir output/int8/scrfd_500m \
-      --onnx output/export/scrfd_500m/model.onnx --official_onnx ../shared/data/weights/scrfd/scrfd_500m.onnx \
-      --yunet_onnx ../shared/data/weights/yunet/face_detection_yunet_2023mar.onnx \
+  python deploy/python/benchmark.py --model_dir output/export/scrfd_500m_kps \
+      --official_onnx scrfd_500m_bnkps.onnx --insightface \
+      --yunet_model_dir output/export/yunet_n --yunet_onnx face_detection_yunet_2023mar.onnx \
       --image_file photo.jpg --input_size 640x480 --cpu_threads 2 --output bench.md
 
-One run measures, on the same image and thread count, every runner whose
+One run measures, on the same photo and thread count, every runner whose
 input is given:
-  paddle-fp32   Paddle Inference + oneDNN on --model_dir
-  paddle-int8   Paddle Inference + oneDNN int8 on --int8_model_dir (tools/quant.py)
-  ort-ours      onnxruntime on --onnx (tools/export_onnx.py)
-  ort-official  onnxruntime on --official_onnx: the peer every ratio refers to
-  yunet-cv2     OpenCV's cv2.FaceDetectorYN on --yunet_onnx
+  ours-ENGINE       deploy/python's FaceDetector (infer.py) on --model_dir, once
+                    per engine of --engines (paddle: Paddle Inference + oneDNN)
+  int8-ENGINE       the same on --int8_model_dir (tools/quant.py)
+  ort-official      onnxruntime on --official_onnx, the network alone: the
+                    peer of the network goal
+  insightface       insightface's own SCRFD class (model_zoo.scrfd.SCRFD, pip
+                    install insightface) on --official_onnx, end to end: the
+                    peer of the end-to-end goal
+  yunet-ours-ENGINE FaceDetector on --yunet_model_dir (our YuNet export)
+  yunet-cv2         OpenCV's cv2.FaceDetectorYN on --yunet_onnx: YuNet's peer
 
-Fairness: the image is resized once to --input_size (W x H, VGA by default)
-and every runner gets that size: the four SCRFD-style runners the very same
-normalised tensor, YuNet the resized BGR image (its detect() normalises
-itself). No runner letterboxes to its own test size. Paddle and onnxruntime
-use --cpu_threads compute threads (onnxruntime: intra-op threads, sequential
-execution), OpenCV cv2.setNumThreads(--cpu_threads).
+Fairness: the photo is resized once to --input_size (W x H, VGA by default)
+and every runner detects on that photo with its own pipeline, which for SCRFD
+is the same on both sides (letterbox into 640x640, (RGB - 127.5) / 128, score
+>= --score_threshold, NMS at --nms_threshold); YuNet runs at the photo's own
+size on both sides. ``model`` times the network alone on the runner's input
+tensor (ort-official gets ours, so the network goal compares like with like);
+``e2e`` times photo in, detections out. Threads: Paddle and OpenVINO use
+--cpu_threads, onnxruntime (insightface included) as many intra-op threads
+with sequential execution, OpenCV cv2.setNumThreads(--cpu_threads).
 
-Two medians per runner, in milliseconds:
-  model   the network alone (predictor.run / session.run); the speed goals
-          use this one. For YuNet, detect() cannot be split, so both columns
-          are detect().
-  e2e     resize + normalise + network + decode + NMS (score > --score_threshold).
 Each runner is timed in its own child process: two runtimes in one process
-slow each other down (onnxruntime's and OpenMP's idle worker threads keep
-spinning on the same cores; measured 2x on 2 cores). The children run in
---rounds alternating rounds of --repeats / --rounds runs so drifting machine
-load affects all runners alike. The ratio column is latency / the peer's
-latency (below 1 is faster than the peer).
+slow each other down (idle worker threads of one spin on the cores the other
+needs; measured 2x on 2 cores). The children run in --rounds alternating
+rounds of --repeats / --rounds runs so drifting machine load affects all
+runners alike. The table gives medians, each ratio against the goal's peer,
+and the CPU model with its ISA flags, since the ratios move with them.
 """
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -46,20 +50,19 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.filterwarnings("ignore", message=".*ccache.*")  # printed by every `import paddle`
 
-from decode import Decoder, select  # noqa: E402
-from predictor import Predictor, load_infer_cfg  # noqa: E402
+from engines import ONNX_ENGINES  # noqa: E402
+from infer import FaceDetector  # noqa: E402
+from predictor import load_infer_cfg  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
 
-PEER = "ort-official"
-RUNNER_NAMES = ("paddle-fp32", "paddle-int8", "ort-ours", PEER, "yunet-cv2")
-# The official SCRFD ONNX: (RGB - 127.5) / 128, outputs score_s [M,1] and
-# bbox_s [M,4] per stride 8/16/32 (rows y, x, anchor; two anchors), in that order.
-OFFICIAL_SCRFD = {
-    "input": {"mean": [127.5] * 3, "std": [128.0] * 3, "channel_order": "RGB"},
-    "decode": {"kind": "distance", "strides": [8, 16, 32], "num_anchors": 2, "offset": 0.0, "has_kps": False},
-    "feature_sizes": {"offsets": {8: 7, 16: 15, 32: 31}},
-}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+ENGINES = ("paddle",) + tuple(ONNX_ENGINES)
+NETWORK_PEER, E2E_PEER, YUNET_PEER = "ort-official", "insightface", "yunet-cv2"
+# (goal text, our runners' prefix, peer, column, largest ratio that meets it)
+GOALS = (("end to end, our best engine <= 0.8x insightface's SCRFD class", "ours-", E2E_PEER, "e2e", 0.8),
+         ("network only, our best engine <= 1.0x onnxruntime on the official ONNX", "ours-", NETWORK_PEER,
+          "model", 1.0),
+         ("YuNet-n end to end, our best engine <= 1.0x cv2.FaceDetectorYN", "yunet-ours-", YUNET_PEER, "e2e", 1.0))
+ISA_FLAGS = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512_vnni", "avx_vnni")}
 
 
 def parse_size(text):
@@ -72,170 +75,160 @@ def parse_size(text):
     return w, h
 
 
-class Runner:
-    """A named detector: ``feed(image)`` -> network input, ``infer(feed)`` ->
-    raw outputs, ``detect(image)`` -> detections (the end-to-end path)."""
-
-    name = ""
-    source = ""
-
-    def feed(self, image):
-        raise NotImplementedError
-
-    def infer(self, feed):
-        raise NotImplementedError
-
-    def postprocess(self, outputs, input_hw):
-        raise NotImplementedError
-
-    def detect(self, image):
-        feed = self.feed(image)
-        return self.postprocess(self.infer(feed), image.shape[:2])
+def parse_engines(text):
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise argparse.ArgumentTypeError(f"--engines '{text}': expected a comma list of {', '.join(ENGINES)}")
+    return engines
 
 
-class DecodingRunner(Runner):
-    """Runners whose raw outputs go through deploy/python's numpy decode + NMS."""
-
-    def __init__(self, settings, test):
-        self.normalize = Preprocess(settings["input"]).normalize
-        self.decoder = Decoder(settings)
-        self.test = test
-
-    def feed(self, image):
-        return np.ascontiguousarray(self.normalize(image)[None])
-
-    def postprocess(self, outputs, input_hw):
-        boxes, scores, landmarks = self.decoder(outputs, input_hw)
-        return select(boxes[0], scores[0], None if landmarks is None else landmarks[0], (1.0, 1.0), **self.test)
+def cpu_description():
+    """'model; ISA: AVX2 yes, AVX-512 no, VNNI no' from /proc/cpuinfo (Linux), else the platform's name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}; ISA flags unknown (no /proc/cpuinfo)"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    isa = ", ".join(f"{name} {'yes' if flags & set(names) else 'no'}" for name, names in ISA_FLAGS.items())
+    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} logical CPUs; ISA: {isa}"
 
 
-class PaddleRunner(DecodingRunner):
-    def __init__(self, name, model_dir, threads, test):
-        self.name, self.source = name, model_dir
-        info = load_infer_cfg(model_dir)
-        super().__init__(info, test)
-        self.predictor = Predictor(model_dir, info, cpu_threads=threads, enable_mkldnn=True)
+class DeployRunner:
+    """Our deploy predictor with one engine: ``feed`` preprocesses, ``infer``
+    runs the network alone, ``detect`` the whole FaceDetector call."""
+
+    def __init__(self, model_dir, engine, threads, min_score):
+        self.detector = FaceDetector(model_dir, min_score=min_score, run_mode=engine, cpu_threads=threads,
+                                     enable_mkldnn=True)
+
+    def feed(self, photo):
+        return network_input(self.detector.preprocess, photo)
 
     def infer(self, feed):
-        return self.predictor(feed)
+        return self.detector.engine(feed)
+
+    def detect(self, photo):
+        return self.detector([photo])[0]
 
 
-class OnnxRunner(DecodingRunner):
-    def __init__(self, name, path, threads, test, settings, output_names=None):
+def network_input(preprocess, photo):
+    batch = np.empty((1, 3, *preprocess.layout(photo.shape[:2])[0]), np.float32)
+    preprocess.into(photo, batch[0])
+    return batch
+
+
+class OfficialOnnxRunner:
+    """onnxruntime on the official ONNX, network only, on our preprocessed tensor
+    (the same normalisation as the official one: infer_cfg.yml ``input``)."""
+
+    def __init__(self, path, threads, model_dir):
         import onnxruntime as ort
-        self.name, self.source = name, path
-        super().__init__(settings, test)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # the official export declares fixed output sizes; not an error
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, onnx_session_options(ort, threads),
+                                            providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.output_names = output_names or [o.name for o in self.session.get_outputs()]
+        self.preprocess = Preprocess(load_infer_cfg(model_dir)["input"])
+
+    def feed(self, photo):
+        return network_input(self.preprocess, photo)
 
     def infer(self, feed):
-        outputs = self.session.run(None, {self.input_name: feed})
-        # The official export drops the batch axis ([M, C]); the decoder wants [N, M, C].
-        return {name: out if out.ndim == 3 else out[None] for name, out in zip(self.output_names, outputs)}
+        return self.session.run(None, {self.input_name: feed})
+
+    detect = None
 
 
-class YuNetRunner(Runner):
-    name = "yunet-cv2"
+class InsightFaceRunner:
+    """insightface.model_zoo.scrfd.SCRFD, as its README uses it (prepare, then
+    detect), on a session with our thread settings."""
 
-    def __init__(self, path, input_size, test):
-        self.source = path
-        self.detector = cv2.FaceDetectorYN.create(path, "", input_size, test["score_threshold"],
-                                                  test["nms_threshold"], test["pre_nms_top_k"])
+    def __init__(self, path, threads, score_threshold, nms_threshold):
+        import onnxruntime as ort
+        try:
+            from insightface.model_zoo.scrfd import SCRFD
+        except ImportError as e:
+            raise ValueError(f"--insightface: cannot import insightface ({e}); pip install insightface") from None
+        session = ort.InferenceSession(path, onnx_session_options(ort, threads), providers=["CPUExecutionProvider"])
+        self.detector = SCRFD(model_file=path, session=session)
+        self.detector.prepare(-1, input_size=(640, 640), det_thresh=score_threshold, nms_thresh=nms_threshold)
 
-    def feed(self, image):
-        return image
+    feed = infer = None
 
-    def infer(self, feed):
-        return self.detector.detect(feed)[1]
-
-    def postprocess(self, outputs, input_hw):
-        return outputs
-
-    def detect(self, image):
-        return self.infer(image)
-
-
-def official_scrfd_outputs(path):
-    """Output names of the official ONNX in the decoder's terms, checked by their shapes."""
-    import onnxruntime as ort
-    outputs = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_outputs()
-    widths = [o.shape[-1] for o in outputs]
-    if len(outputs) != 6 or widths != [1, 1, 1, 4, 4, 4]:
-        raise ValueError(f"--official_onnx {path}: expected the box-only SCRFD layout (3 score + 3 bbox outputs), "
-                         f"got widths {widths}")
-    return [f"{kind}_{s}" for kind in ("score", "bbox") for s in (8, 16, 32)]
+    def detect(self, photo):
+        return self.detector.detect(photo)
 
 
-def runner_factories(args, test):
-    """[(name, factory)] of the runners whose inputs were given, in table order."""
-    threads = args.cpu_threads
-    factories = []
-    if args.model_dir:
-        factories.append(("paddle-fp32", lambda: PaddleRunner("paddle-fp32", args.model_dir, threads, test)))
-    if args.int8_model_dir:
-        factories.append(("paddle-int8", lambda: PaddleRunner("paddle-int8", args.int8_model_dir, threads, test)))
-    if args.onnx:
-        if not args.model_dir:
-            raise ValueError("--onnx needs --model_dir (its infer_cfg.yml says how to normalise and decode)")
-        factories.append(("ort-ours", lambda: OnnxRunner("ort-ours", args.onnx, threads, test,
-                                                         load_infer_cfg(args.model_dir))))
+class YuNetCv2Runner:
+    def __init__(self, path, threads, input_size, score_threshold, nms_threshold):
+        cv2.setNumThreads(threads)
+        self.detector = cv2.FaceDetectorYN.create(path, "", input_size, score_threshold, nms_threshold, 5000)
+
+    feed = infer = None
+
+    def detect(self, photo):
+        return self.detector.detect(photo)[1]
+
+
+def onnx_session_options(ort, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # the official exports declare fixed output sizes; not an error
+    return options
+
+
+def runner_factories(args):
+    """{name: factory} of the runners whose inputs were given, in table order."""
+    threads, score, nms = args.cpu_threads, args.score_threshold, args.nms_threshold
+    factories = {}
+    for prefix, model_dir in (("ours-", args.model_dir), ("int8-", args.int8_model_dir),
+                              ("yunet-ours-", args.yunet_model_dir)):
+        for engine in args.engines if model_dir else ():
+            factories[prefix + engine] = (lambda d=model_dir, e=engine: DeployRunner(d, e, threads, score))
     if args.official_onnx:
-        factories.append((PEER, lambda: OnnxRunner(PEER, args.official_onnx, threads, test, OFFICIAL_SCRFD,
-                                                   official_scrfd_outputs(args.official_onnx))))
+        if not args.model_dir:
+            raise ValueError("--official_onnx needs --model_dir: the network runs on our preprocessed tensor")
+        factories[NETWORK_PEER] = lambda: OfficialOnnxRunner(args.official_onnx, threads, args.model_dir)
+    if args.insightface:
+        if not args.official_onnx:
+            raise ValueError("--insightface runs insightface's SCRFD class on --official_onnx; give it")
+        factories[E2E_PEER] = lambda: InsightFaceRunner(args.official_onnx, threads, score, nms)
     if args.yunet_onnx:
-        def yunet():
-            cv2.setNumThreads(threads)
-            return YuNetRunner(args.yunet_onnx, tuple(args.input_size), test)
-        factories.append(("yunet-cv2", yunet))
+        factories[YUNET_PEER] = lambda: YuNetCv2Runner(args.yunet_onnx, threads, tuple(args.input_size), score, nms)
     if not factories:
-        raise ValueError("nothing to measure: give at least one of --model_dir, --int8_model_dir, --onnx, "
-                         "--official_onnx, --yunet_onnx")
-    for path in (args.model_dir, args.int8_model_dir, args.onnx, args.official_onnx, args.yunet_onnx):
+        raise ValueError("nothing to measure: give at least one of --model_dir, --int8_model_dir, "
+                         "--yunet_model_dir, --official_onnx, --yunet_onnx")
+    for path in (args.model_dir, args.int8_model_dir, args.yunet_model_dir, args.official_onnx, args.yunet_onnx):
         if path and not os.path.exists(path):
             raise ValueError(f"not found: {path}")
     return factories
 
 
-def load_images(args):
-    if args.image_file:
-        paths = [args.image_file]
-    else:
-        paths = sorted(os.path.join(root, f) for root, _, files in os.walk(args.image_dir)
-                       for f in files if f.lower().endswith(IMAGE_EXTENSIONS))[:args.max_images]
-    images = []
-    for path in paths:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read image {path}")
-        images.append(image)
-    if not images:
-        raise ValueError(f"--image_dir {args.image_dir}: no images")
-    return images
+def load_photo(path, input_size):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"--image_file {path}: cannot read image")
+    return cv2.resize(image, input_size, interpolation=cv2.INTER_AREA)
 
 
-def time_runner(runner, images, input_size, repeats, warmup):
-    """{'model': [ms...], 'e2e': [ms...]} of one runner in this process."""
-    resized = [cv2.resize(image, input_size) for image in images]
-    feeds = [runner.feed(image) for image in resized]
-    for i in range(warmup):
-        runner.infer(feeds[i % len(feeds)])
-        runner.detect(resized[i % len(resized)])
+def time_runner(runner, photo, repeats, warmup):
+    """{'model': [ms...], 'e2e': [ms...]} of one runner in this process (empty where it has no such path)."""
+    feed = runner.feed(photo) if runner.infer else None
+    for _ in range(warmup):
+        if runner.infer:
+            runner.infer(feed)
+        if runner.detect:
+            runner.detect(photo)
     times = {"model": [], "e2e": []}
-    for i in range(repeats):
-        start = time.perf_counter()
-        runner.infer(feeds[i % len(feeds)])
-        times["model"].append((time.perf_counter() - start) * 1000)
-    for i in range(repeats):
-        image = images[i % len(images)]
-        start = time.perf_counter()
-        runner.detect(cv2.resize(image, input_size))
-        times["e2e"].append((time.perf_counter() - start) * 1000)
+    for key, run, arg in (("model", runner.infer, feed), ("e2e", runner.detect, photo)):
+        for _ in range(repeats if run else 0):
+            start = time.perf_counter()
+            run(arg)
+            times[key].append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -259,52 +252,61 @@ def measure_in_children(names, argv, repeats, rounds):
 
 
 def table(names, times, args):
-    medians = {name: {k: float(np.median(v)) for k, v in times[name].items()} for name in names}
-    peer = medians.get(PEER)
-    sources = {"paddle-fp32": args.model_dir, "paddle-int8": args.int8_model_dir, "ort-ours": args.onnx,
-               PEER: args.official_onnx, "yunet-cv2": args.yunet_onnx}
+    medians = {name: {k: float(np.median(v)) if v else None for k, v in times[name].items()} for name in names}
+
+    def ms(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    def peer_of(name):
+        return next((peer for _, prefix, peer, _, _ in GOALS if name.startswith(prefix) and peer in medians),
+                    None)
+
     w, h = args.input_size
-    lines = [f"Input {w}x{h}, {args.cpu_threads} threads, {args.repeats} runs per runner in {args.rounds} rounds "
-             f"(median ms). Ratio = latency / {PEER} latency.",
+    lines = [f"CPU: {cpu_description()}",
+             f"Photo {w}x{h}, {args.cpu_threads} threads, {args.repeats} runs per runner in {args.rounds} rounds "
+             f"(median ms). Ratios: ours against the peer of each goal (model: {NETWORK_PEER}; e2e: "
+             f"{E2E_PEER}, or {YUNET_PEER} for YuNet).",
              "",
-             "| runner | model | model ms | e2e ms | ratio (model) | ratio (e2e) |",
-             "|---|---|---|---|---|---|"]
+             "| runner | model ms | e2e ms | ratio (model) | ratio (e2e) |",
+             "|---|---|---|---|---|"]
     for name in names:
-        m = medians[name]
-        ratio = (f"{m['model'] / peer['model']:.2f}x", f"{m['e2e'] / peer['e2e']:.2f}x") if peer else ("-", "-")
-        lines.append(f"| {name} | {os.path.basename(os.path.normpath(sources[name]))} | {m['model']:.2f} | "
-                     f"{m['e2e']:.2f} | {ratio[0]} | {ratio[1]} |")
-    if peer:
-        lines.append("")
-        for name, goal, met in (("paddle-fp32", "<= 0.8x the peer", lambda x: x <= 0.8),
-                                ("paddle-int8", ">= 2x faster than the peer (<= 0.5x)", lambda x: x <= 0.5)):
-            if name in medians:
-                ratio = medians[name]["model"] / peer["model"]
-                lines.append(f"Goal (model run) {name} {goal}: {ratio:.2f}x -> {'met' if met(ratio) else 'NOT met'}")
+        m, ratios = medians[name], []
+        for key, peer in (("model", NETWORK_PEER if name.startswith("ours-") or name.startswith("int8-") else None),
+                          ("e2e", peer_of(name))):
+            ok = peer in medians and m[key] is not None and medians[peer][key]
+            ratios.append(f"{m[key] / medians[peer][key]:.2f}x" if ok else "-")
+        lines.append(f"| {name} | {ms(m['model'])} | {ms(m['e2e'])} | {ratios[0]} | {ratios[1]} |")
+    lines.append("")
+    for goal, prefix, peer, key, limit in GOALS:
+        ours = {n: medians[n][key] for n in names if n.startswith(prefix) and medians[n][key] is not None}
+        if ours and peer in medians and medians[peer][key]:
+            best = min(ours, key=ours.get)
+            ratio = ours[best] / medians[peer][key]
+            lines.append(f"Goal ({goal}): {best} {ratio:.2f}x -> {'met' if ratio <= limit else 'NOT met'}")
     return "\n".join(lines)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", help="our FP32 export (tools/export_model.py)")
+    parser.add_argument("--model_dir", help="our SCRFD export (tools/export_model.py, with model.onnx)")
     parser.add_argument("--int8_model_dir", help="our INT8 folder (tools/quant.py)")
-    parser.add_argument("--onnx", help="our ONNX (tools/export_onnx.py); decoded with --model_dir's infer_cfg.yml")
-    parser.add_argument("--official_onnx", help="the official SCRFD ONNX (box-only, dynamic H/W): the peer")
+    parser.add_argument("--yunet_model_dir", help="our YuNet export")
+    parser.add_argument("--engines", type=parse_engines, default=list(ENGINES),
+                        help=f"engines to run our folders with (default {','.join(ENGINES)})")
+    parser.add_argument("--official_onnx", help="the official SCRFD ONNX of the same model: the network peer")
+    parser.add_argument("--insightface", action="store_true",
+                        help="also time insightface's SCRFD class on --official_onnx (the end-to-end peer)")
     parser.add_argument("--yunet_onnx", help="OpenCV Zoo YuNet ONNX for cv2.FaceDetectorYN")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image_file")
-    source.add_argument("--image_dir")
-    parser.add_argument("--max_images", type=int, default=8, help="images used from --image_dir (cycled)")
+    parser.add_argument("--image_file", required=True)
     parser.add_argument("--input_size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--cpu_threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=50, help="timed runs per runner")
+    parser.add_argument("--repeats", type=int, default=60, help="timed runs per runner")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the runs are split into")
-    parser.add_argument("--score_threshold", type=float, default=0.5, help="e2e: detections kept above this score")
+    parser.add_argument("--score_threshold", type=float, default=0.5, help="detections kept at or above this score")
     parser.add_argument("--nms_threshold", type=float, default=0.4)
     parser.add_argument("--output", help="also write the table (Markdown) here")
-    parser.add_argument("--only", choices=RUNNER_NAMES,
-                        help="time this runner alone and print its times as JSON (what each child process does)")
+    parser.add_argument("--only", help="time this runner alone and print its times as JSON (what each child does)")
     args = parser.parse_args(argv)
     for key in ("repeats", "rounds", "cpu_threads"):
         if getattr(args, key) < 1:
@@ -315,23 +317,16 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    test = {"score_threshold": args.score_threshold, "nms_threshold": args.nms_threshold, "pre_nms_top_k": 5000,
-            "max_per_image": 750, "nms_box_offset": 1.0}
     try:
-        factories = dict(runner_factories(args, test))
-        images = load_images(args)
+        factories = runner_factories(args)
+        photo = load_photo(args.image_file, tuple(args.input_size))
         if args.only:
             if args.only not in factories:
-                raise ValueError(f"--only {args.only}: its model was not given")
-            runner = factories[args.only]()
-            print(json.dumps(time_runner(runner, images, tuple(args.input_size), args.repeats, args.warmup)))
+                raise ValueError(f"--only {args.only}: not one of the runners given ({', '.join(factories)})")
+            print(json.dumps(time_runner(factories[args.only](), photo, args.repeats, args.warmup)))
             return 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
         times = measure_in_children(list(factories), argv, args.repeats, args.rounds)
-    except RuntimeError as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = table(list(factories), times, args)

@@ -1,5 +1,6 @@
 """WIDER FACE AP (easy / medium / hard) of an exported model folder, run by the
-deploy predictor (Paddle Inference) exactly as deploy/python/infer.py runs it.
+deploy predictor exactly as deploy/python/infer.py runs it, on any of its
+engines (--run_mode paddle, onnxruntime, openvino or auto).
 
   python deploy/python/eval_subset.py --model_dir output/export/scrfd_500m_kps \
       --image_dir ../shared/data/widerface/val_subset_resized416/images \
@@ -19,6 +20,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from engines import RUN_MODES  # noqa: E402
 from infer import FaceDetector, list_images, read_image  # noqa: E402
 
 
@@ -66,13 +68,16 @@ def main(argv=None):
     parser.add_argument("--image_dir", required=True, help="WIDER-style images: <event>/<image>.jpg")
     parser.add_argument("--gt_dir", required=True, help="folder of the four wider_*_val.mat files")
     parser.add_argument("--cpu_threads", type=int, default=1)
-    parser.add_argument("--enable_mkldnn", action="store_true", help="oneDNN kernels (int8 for an INT8 folder)")
+    parser.add_argument("--enable_mkldnn", action="store_true",
+                        help="Paddle Inference: oneDNN kernels (int8 for an INT8 folder)")
+    parser.add_argument("--run_mode", default="paddle", choices=[m for m in RUN_MODES if not m.startswith("trt")],
+                        help="the engine, as in infer.py")
     parser.add_argument("--iou", type=float, default=0.5)
     args = parser.parse_args(argv)
     print("| model | easy | medium | hard |\n|---|---|---|---|")
     for model_dir in args.model_dir:
         ap = evaluate_folder(model_dir, args.image_dir, args.gt_dir, args.iou,
-                             cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
+                             cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn, run_mode=args.run_mode)
         print(f"| {model_dir} | {ap['easy']:.2f} | {ap['medium']:.2f} | {ap['hard']:.2f} |", flush=True)
     return 0
 

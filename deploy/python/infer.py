@@ -1,11 +1,13 @@
-"""Standalone face detection with an exported ppfacedet model (Paddle Inference).
+"""Standalone face detection with an exported ppfacedet model.
 
-Needs only paddle, numpy, cv2 and yaml: the model folder written by
-tools/export_model.py (program, model.pdiparams, infer_cfg.yml) says everything.
+Needs only paddle, numpy, cv2 and yaml (plus onnxruntime or OpenVINO for those
+engines): the model folder written by tools/export_model.py (program,
+model.pdiparams, model.onnx, infer_cfg.yml) says everything.
 
   python deploy/python/infer.py --model_dir output/export/scrfd_500m_kps --image_file photo.jpg
   python deploy/python/infer.py --model_dir DIR --image_dir photos/ --enable_mkldnn --cpu_threads 4 --benchmark
   python deploy/python/infer.py --model_dir DIR --video_file clip.mp4 --output_dir out/
+  python deploy/python/infer.py --model_dir DIR --image_file p.jpg --run_mode auto --cpu_threads 2   # fastest CPU engine
   python deploy/python/infer.py --model_dir DIR --image_file p.jpg --device GPU --run_mode trt_fp16
 
 For each image OUT/<stem>.json ({"faces": [{"box", "score", "landmarks"}]},
@@ -30,8 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.filterwarnings("ignore", message=".*ccache.*")  # printed by every `import paddle`
 
 from decode import Decoder, select, to_original_pixels  # noqa: E402
+from engines import RUN_MODES, create_engine  # noqa: E402
 from image_check import decode_checked  # noqa: E402
-from predictor import DEVICES, RUN_MODES, DeviceUnavailable, Predictor, load_infer_cfg  # noqa: E402
+from predictor import DEVICES, DeviceUnavailable, load_infer_cfg  # noqa: E402
 from tensorrt_routes import TensorRTError  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
 from visualize import draw_detections  # noqa: E402
@@ -71,32 +74,53 @@ def read_model_settings(model_dir):
 
 class FaceDetector:
     """BGR images -> per image {'boxes' [k,4], 'scores' [k], 'landmarks' [k,5,2] | None}
-    in original pixels, like ppfacedet.FaceDetector."""
+    in original pixels, like ppfacedet.FaceDetector.
 
-    def __init__(self, model_dir, **choices):
+    ``min_score``: keep only detections scoring at least this (infer.py passes
+    --threshold, below which it writes nothing). Greedy NMS decides a box from
+    higher-scoring boxes alone, so these are exactly the full result's
+    detections at or above ``min_score``, found without decoding and
+    suppressing the low-scoring rest."""
+
+    def __init__(self, model_dir, min_score=None, **choices):
         self.info, self.preprocess, self.decoder = read_model_settings(model_dir)
         self.test_cfg = {k: v for k, v in self.info["test"].items() if k in TEST_KEYS}
-        self.predictor = Predictor(model_dir, self.info, **choices)
+        self.min_score = -np.inf if min_score is None else min_score
+        if min_score is not None:
+            # "score >= min_score" as the strict "> threshold" that selection applies
+            at_least = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
+            self.test_cfg["score_threshold"] = max(self.test_cfg.get("score_threshold", 0.0), at_least)
+        self.engine = create_engine(model_dir, self.info, **choices)
+        self.input_buffers = {}
         self.timer = Timer()
+
+    def input_buffer(self, shape):
+        """A reused [N,3,H,W] input per shape (a video or a folder of one size
+        repeats it); the engines copy their input, so one call's data never
+        outlives the next."""
+        if shape not in self.input_buffers:
+            if len(self.input_buffers) >= 4:
+                self.input_buffers.pop(next(iter(self.input_buffers)))
+            self.input_buffers[shape] = np.empty(shape, np.float32)
+        return self.input_buffers[shape]
 
     def __call__(self, images):
         """Images whose network inputs share a shape run as one batch, others
         apart (as ppfacedet.FaceDetector does): padding an input to a
         companion's size would change its detections near the border."""
         start = time.perf_counter()
-        prepared = [self.preprocess(image) for image in images]
         groups = {}
-        for index, (tensor, _) in enumerate(prepared):
-            groups.setdefault(tensor.shape, []).append(index)
+        for index, image in enumerate(images):
+            groups.setdefault(self.preprocess.layout(image.shape[:2])[0], []).append(index)
         self.timer.add("preprocess", start)
         results = [None] * len(images)
-        for indices in groups.values():
+        for (height, width), indices in groups.items():
             start = time.perf_counter()
-            batch = np.stack([prepared[i][0] for i in indices])
+            batch = self.input_buffer((len(indices), 3, height, width))
+            scales = [self.preprocess.into(images[i], slot) for i, slot in zip(indices, batch)]
             self.timer.add("preprocess", start)
-            scales = [prepared[i][1] for i in indices]
             start = time.perf_counter()
-            outputs = self.predictor(batch, np.asarray(scales, np.float32))
+            outputs = self.engine(batch, np.asarray(scales, np.float32))
             self.timer.add("inference", start)
             start = time.perf_counter()
             for i, det in zip(indices, self._detections(outputs, batch.shape[2:], scales)):
@@ -108,8 +132,8 @@ class FaceDetector:
     def _detections(self, outputs, input_hw, scales):
         if self.info.get("with_nms"):
             return self._split_graph_detections(outputs, scales)
-        boxes, scores, landmarks = self.decoder(outputs, input_hw)
-        return [select(boxes[i], scores[i], None if landmarks is None else landmarks[i], scale, **self.test_cfg)
+        threshold = self.test_cfg.get("score_threshold", 0.0)
+        return [select(*self.decoder.candidates(outputs, input_hw, i, threshold), scale, **self.test_cfg)
                 for i, scale in enumerate(scales)]
 
     def _split_graph_detections(self, outputs, scales):
@@ -118,7 +142,7 @@ class FaceDetector:
         has_landmarks = self.info.get("nms_output", {}).get("landmarks", True)
         results = []
         for i, scale in enumerate(scales):
-            mine = dets[dets[:, 0] == i]
+            mine = dets[(dets[:, 0] == i) & (dets[:, 1] >= self.min_score)]
             results.append(to_original_pixels(mine[:, 2:6], mine[:, 1], mine[:, 6:16] if has_landmarks else None,
                                               scale))
         return results
@@ -261,10 +285,13 @@ def parse_args(argv=None):
     source.add_argument("--camera_id", type=int)
     parser.add_argument("--device", default="CPU", type=str.upper, choices=DEVICES)
     parser.add_argument("--run_mode", default="paddle", choices=RUN_MODES,
-                        help="paddle, or TensorRT at fp32 / fp16 / int8 (GPU only)")
+                        help="paddle (Paddle Inference), TensorRT at fp32 / fp16 / int8 (GPU only), onnxruntime or "
+                             "openvino (CPU, on the folder's model.onnx), or auto: the fastest one installed for "
+                             "the device (on CPU onnxruntime)")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--cpu_threads", type=int, default=1)
-    parser.add_argument("--enable_mkldnn", action="store_true", help="oneDNN kernels on CPU (much faster)")
+    parser.add_argument("--enable_mkldnn", action="store_true",
+                        help="oneDNN kernels for Paddle Inference on CPU (much faster)")
     parser.add_argument("--trt_min_shape", type=int, default=32, help="TensorRT dynamic shape: smallest H = W")
     parser.add_argument("--trt_opt_shape", type=int, default=640, help="TensorRT dynamic shape: tuned-for H = W")
     parser.add_argument("--trt_max_shape", type=int, default=1280, help="TensorRT dynamic shape: largest H = W")
@@ -300,7 +327,7 @@ def predictor_choices(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        detector = FaceDetector(args.model_dir, **predictor_choices(args))
+        detector = FaceDetector(args.model_dir, min_score=args.threshold, **predictor_choices(args))
         os.makedirs(args.output_dir, exist_ok=True)
         if args.image_file or args.image_dir:
             if run_images(detector, args):

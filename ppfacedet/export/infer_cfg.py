@@ -18,6 +18,9 @@
                  axis = (size + offsets[stride]) // stride (measured, see
                  feature_size_offsets)
   tensorrt       hints for Paddle-TensorRT (min_subgraph_size)
+  onnx           the ONNX model beside the program (model.onnx), when one was
+                 converted (export/to_onnx.py); deploy/python's onnxruntime
+                 and OpenVINO engines run it
 
 The predictor holds nothing model-specific: a new family is a new ``decode``
 kind, written here by its head.
@@ -103,8 +106,11 @@ def infer_settings(cfg, model, outputs, with_nms, program_file, has_landmarks=Tr
 
 
 def write_infer_cfg(folder, cfg, model, outputs, with_nms, program_file, has_landmarks=True):
+    return save_infer_cfg(folder, infer_settings(cfg, model, outputs, with_nms, program_file, has_landmarks))
+
+
+def save_infer_cfg(folder, settings):
     path = os.path.join(folder, "infer_cfg.yml")
-    settings = infer_settings(cfg, model, outputs, with_nms, program_file, has_landmarks)
     with open(path, "w") as f:
         yaml.safe_dump(settings, f, sort_keys=False, default_flow_style=None)
     return path

@@ -9,7 +9,9 @@ command line is
 
 The ONNX input keeps dynamic batch, height and width; its outputs are renamed
 to the names in infer_cfg.yml (``score_8``, ``bbox_8``... or ``loc``, ``conf``,
-``landms``), in the same order.
+``landms``), in the same order. An ONNX written into the export folder is
+recorded in its infer_cfg.yml (``onnx: model.onnx``), which is how
+deploy/python's onnxruntime and OpenVINO engines find it.
 
 paddle2onnx 2.1 writes GroupNorm as InstanceNormalization with a wrong epsilon
 (0.0 from a PIR program, a denormal from an old one), which moves SCRFD-2.5G's
@@ -23,6 +25,7 @@ import sys
 import yaml
 
 from ..core.errors import PPFaceDetError
+from .infer_cfg import save_infer_cfg
 
 MIN_OPSET = 11
 
@@ -60,7 +63,18 @@ def convert_to_onnx(model_dir, save_file=None, opset=MIN_OPSET):
     restore_norm_epsilons(model, norm_epsilons(os.path.join(model_dir, info["program"])))
     name_outputs(model, info["outputs"])
     onnx.save(model, save_file)
+    if os.path.dirname(os.path.abspath(save_file)) == os.path.abspath(model_dir):
+        record_onnx(model_dir, os.path.basename(save_file))
     return save_file
+
+
+def record_onnx(model_dir, filename):
+    """Name the folder's ONNX model in its infer_cfg.yml (key ``onnx``)."""
+    path = os.path.join(model_dir, "infer_cfg.yml")
+    with open(path) as f:
+        info = yaml.safe_load(f)
+    info["onnx"] = filename
+    save_infer_cfg(model_dir, info)
 
 
 NORM_OPS = ("group_norm", "instance_norm")

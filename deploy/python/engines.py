@@ -1,0 +1,118 @@
+"""The engines that run an exported network, behind one interface.
+
+``engine(batch, scale_factor=None) -> {output name: array}`` with the names of
+infer_cfg.yml ``outputs``; preprocess, decode and NMS around it are the same
+for every engine (infer.py). The engines:
+
+  paddle       Paddle Inference on the program (predictor.py), the default and
+               the one that reaches TensorRT (``trt_*`` run modes, GPU)
+  onnxruntime  onnxruntime's CPU provider on ``model.onnx`` (infer_cfg.yml ``onnx``)
+  openvino     OpenVINO's CPU plugin on the same ``model.onnx``
+  auto         the fastest engine installed for the device: on CPU
+               onnxruntime, then OpenVINO, then Paddle (measured in README,
+               "Benchmark"); on GPU Paddle
+
+onnxruntime and OpenVINO are optional: asking for one that is not installed,
+or for an ONNX engine on a folder without ``model.onnx``, raises
+DeviceUnavailable with what to install or run.
+"""
+import importlib
+import os
+
+import numpy as np
+
+from predictor import RUN_MODES as PADDLE_RUN_MODES
+from predictor import DeviceUnavailable, Predictor
+
+ONNX_ENGINES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # engine -> pip package
+RUN_MODES = PADDLE_RUN_MODES + tuple(ONNX_ENGINES) + ("auto",)
+# Fastest first, measured on SCRFD-500M at 640x480 on 2 AVX2 cores (README, "Benchmark").
+CPU_PREFERENCE = ("onnxruntime", "openvino")
+
+
+def onnx_path(model_dir, info):
+    """The folder's ONNX model named by infer_cfg.yml ``onnx``, or None."""
+    name = info.get("onnx")
+    path = name and os.path.join(model_dir, name)
+    return path if path and os.path.isfile(path) else None
+
+
+def installed(engine):
+    try:
+        importlib.import_module(ONNX_ENGINES[engine])
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_run_mode(model_dir, info, run_mode, device="CPU"):
+    """``auto`` -> the engine to use here; other run modes pass through."""
+    if run_mode != "auto":
+        return run_mode
+    if device == "CPU" and onnx_path(model_dir, info):
+        for engine in CPU_PREFERENCE:
+            if installed(engine):
+                return engine
+    return "paddle"
+
+
+def _require_onnx(model_dir, info, engine, device):
+    if device != "CPU":
+        raise DeviceUnavailable(f"--run_mode {engine} runs on CPU here; use --device CPU, or the paddle / trt_* "
+                                "run modes on GPU")
+    path = onnx_path(model_dir, info)
+    if path is None:
+        raise DeviceUnavailable(f"--run_mode {engine}: {model_dir} has no ONNX model (infer_cfg.yml key 'onnx'); "
+                                "re-export it with tools/export_model.py, or run tools/export_onnx.py --model_dir "
+                                f"{model_dir}")
+    try:
+        return path, importlib.import_module(ONNX_ENGINES[engine])
+    except ImportError as e:
+        raise DeviceUnavailable(f"--run_mode {engine}: the '{ONNX_ENGINES[engine]}' package is not installed "
+                                f"({e}); pip install {ONNX_ENGINES[engine]}, or use --run_mode paddle") from None
+
+
+class OnnxRuntimeEngine:
+    def __init__(self, path, names, ort, cpu_threads=1):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = cpu_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.names = list(names)
+
+    def __call__(self, batch, scale_factor=None):
+        feeds = dict(zip(self.input_names, [np.ascontiguousarray(batch, np.float32), scale_factor]))
+        return dict(zip(self.names, self.session.run(self.names, feeds)))
+
+
+class OpenVINOEngine:
+    def __init__(self, path, names, ov, cpu_threads=1):
+        # f32 inference everywhere: on CPUs with bf16 units OpenVINO would
+        # otherwise lower the precision, and the engines would no longer agree.
+        config = {"INFERENCE_NUM_THREADS": cpu_threads, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "f32"}
+        model = ov.Core().compile_model(path, "CPU", config)
+        self.request = model.create_infer_request()
+        self.outputs = {name: model.output(name) for name in names}
+
+    def __call__(self, batch, scale_factor=None):
+        results = self.request.infer([np.ascontiguousarray(batch, np.float32)])
+        return {name: results[port] for name, port in self.outputs.items()}
+
+
+def create_engine(model_dir, info, run_mode="paddle", device="CPU", cpu_threads=1, **paddle_choices):
+    """The engine for ``run_mode`` (``auto`` resolved first); Paddle gets every choice."""
+    run_mode = resolve_run_mode(model_dir, info, run_mode, device)
+    if run_mode in PADDLE_RUN_MODES:
+        return Predictor(model_dir, info, device=device, run_mode=run_mode, cpu_threads=cpu_threads,
+                         **paddle_choices)
+    if run_mode not in ONNX_ENGINES:
+        raise ValueError(f"--run_mode {run_mode}: expected one of {', '.join(RUN_MODES)}")
+    if info.get("with_nms"):
+        raise DeviceUnavailable(f"--run_mode {run_mode}: --with_nms exports have no ONNX model (paddle2onnx "
+                                "cannot convert their NMS); use --run_mode paddle, or an export without --with_nms")
+    path, module = _require_onnx(model_dir, info, run_mode, device)
+    engine = OnnxRuntimeEngine if run_mode == "onnxruntime" else OpenVINOEngine
+    return engine(path, info["outputs"], module, cpu_threads)

@@ -1,0 +1,97 @@
+"""deploy/python's engines: Paddle Inference, onnxruntime and OpenVINO give the
+same detections through the same preprocess, decode and NMS; ``auto`` picks
+the fastest installed engine; a missing engine or ONNX model is a clear error;
+the benchmark prints its table with the CPU's ISA."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from deploy_support import DATA, DEPLOY, exported, exported_with_onnx, photos
+
+import engines  # noqa: E402  (deploy/python, put on sys.path by deploy_support)
+import infer as deploy_infer  # noqa: E402
+from predictor import DeviceUnavailable, load_infer_cfg  # noqa: E402
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+pytest.importorskip("paddle2onnx")
+
+SCORE_TOLERANCE = 1e-4
+# One family per decode kind.
+KIND_FAMILIES = ("scrfd_500m_kps", "yunet_n", "retinaface_mnet025")
+
+
+@pytest.mark.parametrize("name", KIND_FAMILIES)
+def test_engines_give_equal_detections(name, shared_data):
+    """Needs the WIDER photos: on noise the models keep no face or thousands of near-ties."""
+    folder = exported_with_onnx(name)
+    images = list(photos())
+    results = {mode: deploy_infer.FaceDetector(folder, run_mode=mode, cpu_threads=2)(images)
+               for mode in ("paddle", "onnxruntime", "openvino")}
+    for mode in ("onnxruntime", "openvino"):
+        for got, expected in zip(results[mode], results["paddle"]):
+            assert len(got["scores"]) == len(expected["scores"]) > 0, mode
+            np.testing.assert_allclose(got["scores"], expected["scores"], atol=SCORE_TOLERANCE, err_msg=mode)
+            np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=2e-2, err_msg=mode)
+            if expected["landmarks"] is not None:
+                np.testing.assert_allclose(got["landmarks"], expected["landmarks"], atol=2e-2, err_msg=mode)
+
+
+def test_min_score_keeps_exactly_the_confident_part_of_the_full_result(shared_data):
+    folder = exported_with_onnx("scrfd_500m_kps")
+    images = list(photos())
+    full = deploy_infer.FaceDetector(folder, run_mode="onnxruntime")(images)
+    confident = deploy_infer.FaceDetector(folder, run_mode="onnxruntime", min_score=0.5)(images)
+    for f, c in zip(full, confident):
+        keep = f["scores"] >= 0.5
+        assert 0 < keep.sum() < len(keep)
+        for key in ("scores", "boxes", "landmarks"):
+            np.testing.assert_array_equal(c[key], f[key][keep])
+
+
+def test_auto_picks_the_fastest_installed_engine(monkeypatch):
+    with_onnx, without = exported_with_onnx("scrfd_500m_kps"), exported("scrfd_500m_kps")
+    assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "onnxruntime"
+    assert engines.resolve_run_mode(without, load_infer_cfg(without), "auto") == "paddle"
+    assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto", device="GPU") == "paddle"
+    monkeypatch.setattr(engines, "installed", lambda engine: engine == "openvino")
+    assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "openvino"
+    assert isinstance(deploy_infer.FaceDetector(with_onnx, run_mode="auto").engine, engines.OpenVINOEngine)
+
+
+def test_missing_engine_or_onnx_model_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), photos()[1])
+    code = deploy_infer.main(["--model_dir", exported("scrfd_500m_kps"), "--image_file", str(image),
+                              "--output_dir", str(tmp_path / "out"), "--run_mode", "onnxruntime"])
+    assert code == 2 and "has no ONNX model" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what an environment without it imports
+    code = deploy_infer.main(["--model_dir", exported_with_onnx("scrfd_500m_kps"), "--image_file", str(image),
+                              "--output_dir", str(tmp_path / "out"), "--run_mode", "openvino"])
+    assert code == 2 and "pip install openvino" in capsys.readouterr().err
+    with pytest.raises(DeviceUnavailable, match="runs on CPU"):
+        engines.create_engine(exported_with_onnx("scrfd_500m_kps"), load_infer_cfg(exported_with_onnx(
+            "scrfd_500m_kps")), run_mode="onnxruntime", device="GPU")
+
+
+def test_benchmark_prints_ratios_and_the_cpu_isa(shared_data, tmp_path):
+    weights = DATA / "weights"
+    table_file = tmp_path / "bench.md"
+    command = [sys.executable, str(DEPLOY / "benchmark.py"), "--model_dir", exported_with_onnx("scrfd_500m_kps"),
+               "--engines", "onnxruntime", "--official_onnx", str(weights / "scrfd" / "scrfd_500m_bnkps.onnx"),
+               "--yunet_model_dir", exported_with_onnx("yunet_n"),
+               "--yunet_onnx", str(weights / "yunet" / "face_detection_yunet_2023mar.onnx"),
+               "--image_file", str(DATA / "widerface" / "WIDER_val/images/0--Parade/0_Parade_marchingband_1_149.jpg"),
+               "--input_size", "320x240", "--repeats", "2", "--rounds", "1", "--warmup", "1",
+               "--output", str(table_file)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert {"ours-onnxruntime", "yunet-ours-onnxruntime", "ort-official", "yunet-cv2"} <= set(rows), done.stdout
+    assert "ISA: AVX2 " in done.stdout and "VNNI " in done.stdout
+    assert "Goal (network only" in done.stdout and "Goal (YuNet-n end to end" in done.stdout
+    assert table_file.read_text().strip() == done.stdout.strip()
