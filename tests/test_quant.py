@@ -1,5 +1,5 @@
 """INT8: post-training quantization keeps WIDER AP within 1 point of FP32 in
-the deploy predictor (oneDNN int8), QAT trains and exports a program Paddle
+the deploy predictor (oneDNN int8) and in its QDQ ONNX (onnxruntime), QAT trains and exports a program Paddle
 Inference runs, and the deployment benchmark prints its table."""
 import os
 import subprocess
@@ -66,16 +66,29 @@ def exports(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_ptq_int8_keeps_ap_within_one_point(exports, name):
+    """Both INT8 forms of the folder: the PaddleSlim program under oneDNN int8
+    and the QDQ ONNX under onnxruntime."""
+    import onnx
     import yaml
+    sys.path.insert(0, str(ROOT / "tools"))
+    from eval_onnx import evaluate_onnx
     fp32_dir, int8_dir = exports[name]
     with open(os.path.join(int8_dir, "infer_cfg.yml")) as f:
         info = yaml.safe_load(f)
-    assert info["precision"] == "int8" and info["program"] == "model.pdmodel"
+    assert info["precision"] == "int8" and info["program"] == "model.pdmodel" and info["onnx"] == "model.onnx"
     assert os.path.isfile(os.path.join(int8_dir, "model.pdmodel"))
+    graph = onnx.load(os.path.join(int8_dir, "model.onnx")).graph
+    weights = {init.name for init in graph.initializer}
+    # per-channel weight scales (an axis, opset >= 13) on the quantized convs
+    per_channel = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+                   and len(next(i for i in graph.initializer if i.name == n.input[1]).dims) == 1]
+    assert per_channel and any(n.op_type == "QuantizeLinear" for n in graph.node)
     fp32_ap, int8_ap = deploy_ap(fp32_dir), deploy_ap(int8_dir)
-    print(f"\n{name} AP fp32 {fp32_ap} int8 {int8_ap}")
+    qdq_ap = evaluate_onnx(int8_dir, str(SUBSET / "images"), str(SUBSET / "ground_truth"), engine="onnxruntime")
+    print(f"\n{name} AP fp32 {fp32_ap} int8 oneDNN {int8_ap} int8 QDQ onnxruntime {qdq_ap}")
     for setting in ("easy", "medium", "hard"):
         assert fp32_ap[setting] - int8_ap[setting] <= MAX_AP_DROP, (setting, fp32_ap, int8_ap)
+        assert fp32_ap[setting] - qdq_ap[setting] <= MAX_AP_DROP, (setting, fp32_ap, qdq_ap)
 
 
 @pytest.mark.slow
@@ -107,6 +120,41 @@ def test_skip_groups_are_checked():
     assert parse_skip("") == []
     with pytest.raises(PPFaceDetError, match="depthwise"):
         parse_skip("dw")
+
+
+def test_equalization_keeps_float_outputs_and_balances_ranges():
+    """batch_norm -> leaky relu / relu -> conv pairs are found (not a norm read
+    by two convs), the program's output does not move, and each channel's
+    activation range over its weight range becomes one constant."""
+    import json
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "equalize_probe.py"), str(ROOT)],
+                          env=dict(os.environ, FLAGS_enable_pir_api="0"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["readers"] == ["depthwise_conv2d", "conv2d"] and probe["count"] == 2
+    assert probe["output_change"] < 1e-5
+    assert min(probe["balance_before"]) > 2 and max(probe["balance_after"]) < 1.001
+
+
+def test_onnx_convs_left_in_float_follow_the_skip_groups():
+    import onnx
+    from onnx import TensorProto, helper
+    from ppfacedet.export.qdq_onnx import skipped_conv_nodes
+
+    def conv(name, x, w, group=1):
+        return helper.make_node("Conv", [x, w], [name + "_out"], name=name, group=group, pads=[1, 1, 1, 1])
+    nodes = [conv("stem", "image", "w0"), helper.make_node("Relu", ["stem_out"], ["r"], name="relu"),
+             conv("dw", "r", "w1", group=4), conv("pw", "dw_out", "w2"), conv("head", "pw_out", "w3")]
+    shapes = {"w0": [4, 3, 3, 3], "w1": [4, 1, 3, 3], "w2": [4, 4, 3, 3], "w3": [2, 4, 3, 3]}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("head_out", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor(n, TensorProto.FLOAT, s, np.zeros(s, np.float32).ravel()) for n, s in shapes.items()])
+    model = helper.make_model(graph)
+    onnx.checker.check_model(model)
+    assert skipped_conv_nodes(model, "depthwise") == ["dw"]
+    assert skipped_conv_nodes(model, "first,outputs") == ["head", "stem"]
+    assert skipped_conv_nodes(model, "") == []
 
 
 def test_calibration_images_are_a_fixed_sample(tmp_path):

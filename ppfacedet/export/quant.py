@@ -30,12 +30,15 @@ import yaml
 
 from ..core.errors import PPFaceDetError
 from .child import run_module
+from .to_onnx import convert_to_onnx
+from .equalize import equalize_ranges
+from .qdq_onnx import QDQ_OPSET, quantize_onnx
+from .quant_groups import SKIP_GROUPS, choose_convs, parse_skip
 
 ALGOS = ("abs_max", "KL", "hist", "avg", "mse")
 # Only convolutions: everything else in these detectors is cheap, and oneDNN
 # int8 gains come from the convs.
 QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d")
-SKIP_GROUPS = ("first", "outputs", "depthwise")
 # Measured on the WIDER 200-image subset (abs_max, 32 calibration images):
 # quantizing every conv drops RetinaFace-mnet0.25 by 28 / 33 / 20 AP points
 # (easy / medium / hard) and SCRFD-500M-KPS's hard AP by 1.4; leaving the
@@ -44,6 +47,7 @@ DEFAULT_SKIP = "depthwise"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 PROGRAM = "model.pdmodel"
 PARAMS = "model.pdiparams"
+ONNX = "model.onnx"
 
 
 def calibration_images(calib_dir, num, seed=0):
@@ -83,34 +87,11 @@ def calibration_batches(paths, input_settings):
     return batches
 
 
-def parse_skip(skip):
-    """'first,depthwise' | ['first'] | '' | None -> a checked list of conv groups left in float."""
-    groups = [g.strip() for g in (skip.split(",") if isinstance(skip, str) else (skip or [])) if g.strip()]
-    bad = [g for g in groups if g not in SKIP_GROUPS]
-    if bad:
-        raise PPFaceDetError(f"--skip: '{','.join(bad)}' is not among {', '.join(SKIP_GROUPS)} (comma-separated)")
-    return groups
-
-
 def skipped_conv_weights(program, skip):
-    """Filter names of the convs left in float:
-      first      the stem conv;
-      outputs    the convs that write a graph output (no conv reads their
-                 result; they carry the box and score precision);
-      depthwise  every depthwise conv. A per-tensor int8 input scale hurts
-                 them most: after batch-norm folding a few near-dead channels
-                 get gains of 20-60x, which multiply the rounding error of
-                 their input (RetinaFace-mnet0.25's first stage)."""
-    groups = parse_skip(skip)
+    """Filter names of the convs left in float (``skip``: groups of quant_groups.py)."""
     ops = program.global_block().ops
     convs = [op for op in ops if op.type in QUANTIZABLE_OPS]
-    chosen = []
-    if "first" in groups and convs:
-        chosen.append(convs[0])
-    if "outputs" in groups:
-        chosen += [op for op in convs if not _feeds_a_conv(ops, op)]
-    if "depthwise" in groups:
-        chosen += [op for op in convs if _is_depthwise(op)]
+    chosen = choose_convs(convs, skip, _is_depthwise, lambda conv: _feeds_a_conv(ops, conv))
     return sorted({op.input("Filter")[0] for op in chosen})
 
 
@@ -243,7 +224,7 @@ def _cpu_place():
     return paddle.CPUPlace()
 
 
-def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP):
+def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP, equalize=True, **slim_options):
     """Quantize an old-format fp32 export in this process (which must have
     been started with ``FLAGS_enable_pir_api=0``); writes program, params and
     an ``infer_cfg.yml`` with ``precision: int8`` into ``output_dir``."""
@@ -264,19 +245,26 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
     skip_weights = skipped_conv_weights(program, skip)
     fold_conv_bias(program)
     fold_conv_scale(program, paddle.static.global_scope(), keep={v.name for v in fetches})
+    batches = calibration_batches(calib_paths, infer_cfg["input"])
+    if equalize:
+        equalize_ranges(exe, program, paddle.static.global_scope(), batches, keep={v.name for v in fetches})
     with tempfile.TemporaryDirectory() as folded_dir:
         paddle.static.save_inference_model(os.path.join(folded_dir, "model"),
                                            [program.global_block().var(n) for n in feeds], fetches, exe,
                                            program=program)
+        with open(os.path.join(folded_dir, "infer_cfg.yml"), "w") as f:
+            yaml.safe_dump(dict(infer_cfg, program=PROGRAM, params=PARAMS), f, sort_keys=False)
+        fp32_onnx = convert_to_onnx(folded_dir, os.path.join(folded_dir, ONNX), opset=QDQ_OPSET)
         quant_post_static(
             exe, folded_dir, output_dir,
-            data_loader=calibration_batches(calib_paths, infer_cfg["input"]),
+            data_loader=batches,
             model_filename=PROGRAM, params_filename=PARAMS,
             save_model_filename=PROGRAM, save_params_filename=PARAMS,
             batch_nums=len(calib_paths), algo=algo, onnx_format=True,
             quantizable_op_type=list(QUANTIZABLE_OPS),
-            skip_tensor_list=skip_weights or None)
-    infer_cfg.update(program=PROGRAM, params=PARAMS, precision="int8",
+            skip_tensor_list=skip_weights or None, **slim_options)
+        quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, skip)
+    infer_cfg.update(program=PROGRAM, params=PARAMS, onnx=ONNX, precision="int8",
                      quantization={"method": "post_static", "algo": algo, "calib_images": len(calib_paths),
                                    "float_convs": len(skip_weights)})
     with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
