@@ -10,6 +10,7 @@ input is given:
   paddle-fp32   Paddle Inference + oneDNN on --model_dir
   paddle-int8   Paddle Inference + oneDNN int8 on --int8_model_dir (tools/quant.py)
   ort-ours      onnxruntime on --onnx (tools/export_onnx.py)
+  ort-int8      onnxruntime on --int8_model_dir's QDQ ONNX (its infer_cfg.yml `onnx`)
   ort-official  onnxruntime on --official_onnx: the peer every ratio refers to
   yunet-cv2     OpenCV's cv2.FaceDetectorYN on --yunet_onnx
 
@@ -51,7 +52,7 @@ from predictor import Predictor, load_infer_cfg  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
 
 PEER = "ort-official"
-RUNNER_NAMES = ("paddle-fp32", "paddle-int8", "ort-ours", PEER, "yunet-cv2")
+RUNNER_NAMES = ("paddle-fp32", "paddle-int8", "ort-ours", "ort-int8", PEER, "yunet-cv2")
 # The official SCRFD ONNX: (RGB - 127.5) / 128, outputs score_s [M,1] and
 # bbox_s [M,4] per stride 8/16/32 (rows y, x, anchor; two anchors), in that order.
 OFFICIAL_SCRFD = {
@@ -60,6 +61,8 @@ OFFICIAL_SCRFD = {
     "feature_sizes": {"offsets": {8: 7, 16: 15, 32: 31}},
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# INT8 over FP32 latency to reach (issue #12): int8 dot products gain less without VNNI
+INT8_GOAL = {"vnni": 0.5, "no vnni": 0.77}
 
 
 def parse_size(text):
@@ -185,6 +188,10 @@ def runner_factories(args, test):
             raise ValueError("--onnx needs --model_dir (its infer_cfg.yml says how to normalise and decode)")
         factories.append(("ort-ours", lambda: OnnxRunner("ort-ours", args.onnx, threads, test,
                                                          load_infer_cfg(args.model_dir))))
+    int8_onnx = args.int8_model_dir and load_infer_cfg(args.int8_model_dir).get("onnx")
+    if int8_onnx:
+        factories.append(("ort-int8", lambda: OnnxRunner("ort-int8", os.path.join(args.int8_model_dir, int8_onnx),
+                                                         threads, test, load_infer_cfg(args.int8_model_dir))))
     if args.official_onnx:
         factories.append((PEER, lambda: OnnxRunner(PEER, args.official_onnx, threads, test, OFFICIAL_SCRFD,
                                                    official_scrfd_outputs(args.official_onnx))))
@@ -258,10 +265,20 @@ def measure_in_children(names, argv, repeats, rounds):
     return times
 
 
+def cpu_has_vnni():
+    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI); Linux only."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "vnni" in f.read()
+    except OSError:
+        return False
+
+
 def table(names, times, args):
     medians = {name: {k: float(np.median(v)) for k, v in times[name].items()} for name in names}
     peer = medians.get(PEER)
     sources = {"paddle-fp32": args.model_dir, "paddle-int8": args.int8_model_dir, "ort-ours": args.onnx,
+               "ort-int8": args.int8_model_dir,
                PEER: args.official_onnx, "yunet-cv2": args.yunet_onnx}
     w, h = args.input_size
     lines = [f"Input {w}x{h}, {args.cpu_threads} threads, {args.repeats} runs per runner in {args.rounds} rounds "
@@ -281,6 +298,11 @@ def table(names, times, args):
             if name in medians:
                 ratio = medians[name]["model"] / peer["model"]
                 lines.append(f"Goal (model run) {name} {goal}: {ratio:.2f}x -> {'met' if met(ratio) else 'NOT met'}")
+    if "ort-int8" in medians and "ort-ours" in medians:
+        ratio = medians["ort-int8"]["model"] / medians["ort-ours"]["model"]
+        isa = "vnni" if cpu_has_vnni() else "no vnni"
+        lines.append(f"INT8 / FP32 (model run, onnxruntime) ort-int8 / ort-ours: {ratio:.2f}x, goal <= "
+                     f"{INT8_GOAL[isa]}x on a CPU with {isa} -> {'met' if ratio <= INT8_GOAL[isa] else 'NOT met'}")
     return "\n".join(lines)
 
 

@@ -1,5 +1,7 @@
-"""Post-training INT8 quantization of an exported model (PaddleSlim
-``quant_post_static``), deployable with Paddle Inference's oneDNN int8 path.
+"""Post-training INT8 quantization of an exported model: a PaddleSlim
+``quant_post_static`` program for Paddle Inference's oneDNN int8 path, and
+beside it a QDQ ONNX (``model.onnx``, see ``qdq_onnx.py``) for onnxruntime
+and OpenVINO, both calibrated on the same images.
 
     from ppfacedet.export.quant import quantize_model
     folder = quantize_model(cfg, model, "calib_images/", "output/int8")   # -> output/int8/<cfg.name>
@@ -15,11 +17,13 @@ The calibration images go through the exported model's own ``input`` policy
 (read back from its ``infer_cfg.yml``), so the observed activation ranges are
 those the deployed model sees.
 
-Before calibration the fp32 program gets three rewrites that leave its float
+Before calibration the fp32 program gets four rewrites that leave its float
 outputs unchanged: shared parameters are copied per op, conv biases are added
-in the form oneDNN fuses, and SCRFD's per-stride box scales are folded into
-their convs (without the last two, oneDNN int8 returns wrong boxes for
-SCRFD-500M; see ``fold_conv_scale``).
+in the form oneDNN fuses, SCRFD's per-stride box scales are folded into
+their convs (without these two, oneDNN int8 returns wrong boxes for
+SCRFD-500M; see ``fold_conv_scale``), and the channel ranges of each batch
+norm feeding a conv are equalized (``equalize.py``). The QDQ ONNX is made from
+that same rewritten program.
 """
 import argparse
 import os
@@ -41,9 +45,11 @@ ALGOS = ("abs_max", "KL", "hist", "avg", "mse")
 QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d")
 # Measured on the WIDER 200-image subset (abs_max, 32 calibration images):
 # quantizing every conv drops RetinaFace-mnet0.25 by 28 / 33 / 20 AP points
-# (easy / medium / hard) and SCRFD-500M-KPS's hard AP by 1.4; leaving the
-# depthwise convs in float keeps both within 0.9.
-DEFAULT_SKIP = "depthwise"
+# (easy / medium / hard), and leaving only the depthwise convs in float still
+# drops its medium AP by 1.2-1.6 (onnxruntime QDQ and oneDNN int8 alike).
+# With the ranges equalized and the stem and output convs in float too, its
+# QDQ ONNX loses 0.21 / 0.77 / 0.41.
+DEFAULT_SKIP = "depthwise,first,outputs"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 PROGRAM = "model.pdmodel"
 PARAMS = "model.pdiparams"
@@ -224,7 +230,7 @@ def _cpu_place():
     return paddle.CPUPlace()
 
 
-def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP, equalize=True, **slim_options):
+def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP):
     """Quantize an old-format fp32 export in this process (which must have
     been started with ``FLAGS_enable_pir_api=0``); writes program, params and
     an ``infer_cfg.yml`` with ``precision: int8`` into ``output_dir``."""
@@ -246,8 +252,7 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
     fold_conv_bias(program)
     fold_conv_scale(program, paddle.static.global_scope(), keep={v.name for v in fetches})
     batches = calibration_batches(calib_paths, infer_cfg["input"])
-    if equalize:
-        equalize_ranges(exe, program, paddle.static.global_scope(), batches, keep={v.name for v in fetches})
+    equalize_ranges(exe, program, paddle.static.global_scope(), batches, keep={v.name for v in fetches})
     with tempfile.TemporaryDirectory() as folded_dir:
         paddle.static.save_inference_model(os.path.join(folded_dir, "model"),
                                            [program.global_block().var(n) for n in feeds], fetches, exe,
@@ -262,7 +267,7 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
             save_model_filename=PROGRAM, save_params_filename=PARAMS,
             batch_nums=len(calib_paths), algo=algo, onnx_format=True,
             quantizable_op_type=list(QUANTIZABLE_OPS),
-            skip_tensor_list=skip_weights or None, **slim_options)
+            skip_tensor_list=skip_weights or None)
         quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, skip)
     infer_cfg.update(program=PROGRAM, params=PARAMS, onnx=ONNX, precision="int8",
                      quantization={"method": "post_static", "algo": algo, "calib_images": len(calib_paths),
