@@ -36,14 +36,6 @@ MODELS = {
 ONEDNN_INT8_NEEDS_VNNI = {"retinaface_mnet025"}
 
 
-def cpu_has_vnni():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "vnni" in f.read()
-    except OSError:
-        return False
-
-
 def require_data():
     if not SUBSET.is_dir():
         pytest.skip("../shared/data not present: official weights are not redistributable")
@@ -111,6 +103,7 @@ def test_ptq_int8_keeps_ap_within_one_point(exports, name):
     for setting in ("easy", "medium", "hard"):
         assert fp32_ap[setting] - qdq_ap[setting] <= MAX_AP_DROP, (setting, fp32_ap, qdq_ap)
     onednn_drop = max(fp32_ap[s] - int8_ap[s] for s in ("easy", "medium", "hard"))
+    from benchmark import cpu_has_vnni
     if onednn_drop > MAX_AP_DROP and name in ONEDNN_INT8_NEEDS_VNNI and not cpu_has_vnni():
         pytest.xfail(f"oneDNN int8 without VNNI: {name} drops {onednn_drop:.2f} AP points (its QDQ ONNX holds)")
     assert onednn_drop <= MAX_AP_DROP, (fp32_ap, int8_ap)

@@ -3,10 +3,10 @@
 An INT8 conv input has one scale for all its channels. In these mobile
 backbones the channels of a batch-normed activation differ in range by up to
 two orders of magnitude, so the narrow channels keep only a few of the 256
-levels, and every layer reading them (depthwise or not) inherits that
-rounding error. That error, not the kernel, is most of the AP drop of
-RetinaFace-mnet0.25 in INT8, and it grows on CPUs without VNNI, where oneDNN
-halves the weights of signed-input convs to avoid 16-bit overflow.
+levels, and every layer reading them inherits that rounding error. Measured
+on RetinaFace-mnet0.25 (WIDER 200-image subset, oneDNN int8 on an AVX2 CPU,
+depthwise convs in float), equalizing cuts the AP drop from 1.16 / 1.59 /
+1.18 to 0.68 / 1.46 / 0.58 (easy / medium / hard).
 
 The fix (cross-layer equalization with activation ranges, after Nagel et
 al. 2019, "Data-Free Quantization") changes no float output:

@@ -8,11 +8,13 @@ ONNX, and onnxruntime's ``quantize_static`` quantizes it, calibrated on the
 same images. The convs left in float are the same groups as in the Paddle
 program (``skip``).
 
-Settings, measured on the WIDER 200-image subset:
+Settings, measured on the WIDER 200-image subset with onnxruntime on an AVX2
+CPU (no VNNI: its u8 x s8 kernels sum pairs in 16 bits, so this is the less
+precise case; VNNI kernels do not saturate):
   per-channel int8 weights, symmetric; uint8 activations, min/max ranges.
     Per-channel weights need opset 13 (DequantizeLinear's ``axis``).
   full 8-bit weights (no ``reduce_range``): 7-bit weights cost
-    RetinaFace-mnet0.25 another 1 AP point (medium).
+    RetinaFace-mnet0.25 0.5-1.2 more medium AP.
 """
 from .quant_groups import choose_convs
 
