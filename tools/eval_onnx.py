@@ -22,6 +22,8 @@ from ppfacedet.core.errors import PPFaceDetError
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "python")
 ENGINES = ("onnxruntime", "openvino")
+if DEPLOY not in sys.path:
+    sys.path.insert(0, DEPLOY)
 
 
 class OnnxEngine:
@@ -49,8 +51,6 @@ class OnnxEngine:
 
 def onnx_detector(model_dir, onnx=None, engine="onnxruntime", cpu_threads=2):
     """deploy/python's FaceDetector for ``model_dir`` with its network run by ``engine``."""
-    if DEPLOY not in sys.path:
-        sys.path.insert(0, DEPLOY)
     from infer import FaceDetector
     detector = FaceDetector(model_dir)
     path = onnx or os.path.join(model_dir, detector.info.get("onnx", "model.onnx"))
@@ -79,7 +79,10 @@ def main():
     parser.add_argument("--gt_dir", required=True, help="folder of the four wider_*_val.mat files")
     parser.add_argument("--cpu_threads", type=int, default=2)
     args = parser.parse_args()
-    ap = evaluate_onnx(args.model_dir, args.image_dir, args.gt_dir, args.onnx, args.engine, args.cpu_threads)
+    try:
+        ap = evaluate_onnx(args.model_dir, args.image_dir, args.gt_dir, args.onnx, args.engine, args.cpu_threads)
+    except (FileNotFoundError, ValueError) as e:  # deploy/python's errors for a bad folder or image dir
+        raise PPFaceDetError(str(e)) from None
     print(f"| {args.model_dir} ({args.engine}) | {ap['easy']:.2f} | {ap['medium']:.2f} | {ap['hard']:.2f} |")
     return 0
 
