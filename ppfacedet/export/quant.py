@@ -1,5 +1,7 @@
-"""Post-training INT8 quantization of an exported model (PaddleSlim
-``quant_post_static``), deployable with Paddle Inference's oneDNN int8 path.
+"""Post-training INT8 quantization of an exported model: a PaddleSlim
+``quant_post_static`` program for Paddle Inference's oneDNN int8 path, and
+beside it a QDQ ONNX (``model.onnx``, see ``qdq_onnx.py``) for onnxruntime
+and OpenVINO, both calibrated on the same images.
 
     from ppfacedet.export.quant import quantize_model
     folder = quantize_model(cfg, model, "calib_images/", "output/int8")   # -> output/int8/<cfg.name>
@@ -15,11 +17,13 @@ The calibration images go through the exported model's own ``input`` policy
 (read back from its ``infer_cfg.yml``), so the observed activation ranges are
 those the deployed model sees.
 
-Before calibration the fp32 program gets three rewrites that leave its float
+Before calibration the fp32 program gets four rewrites that leave its float
 outputs unchanged: shared parameters are copied per op, conv biases are added
-in the form oneDNN fuses, and SCRFD's per-stride box scales are folded into
-their convs (without the last two, oneDNN int8 returns wrong boxes for
-SCRFD-500M; see ``fold_conv_scale``).
+in the form oneDNN fuses, SCRFD's per-stride box scales are folded into
+their convs (without these two, oneDNN int8 returns wrong boxes for
+SCRFD-500M; see ``fold_conv_scale``), and the channel ranges of each batch
+norm feeding a conv are equalized (``equalize.py``). The QDQ ONNX is made from
+that same rewritten program.
 """
 import argparse
 import os
@@ -30,20 +34,26 @@ import yaml
 
 from ..core.errors import PPFaceDetError
 from .child import run_module
+from .to_onnx import convert_to_onnx
+from .equalize import equalize_ranges
+from .qdq_onnx import QDQ_OPSET, quantize_onnx
+from .quant_groups import SKIP_GROUPS, choose_convs, parse_skip
 
 ALGOS = ("abs_max", "KL", "hist", "avg", "mse")
 # Only convolutions: everything else in these detectors is cheap, and oneDNN
 # int8 gains come from the convs.
 QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d")
-SKIP_GROUPS = ("first", "outputs", "depthwise")
 # Measured on the WIDER 200-image subset (abs_max, 32 calibration images):
 # quantizing every conv drops RetinaFace-mnet0.25 by 28 / 33 / 20 AP points
-# (easy / medium / hard) and SCRFD-500M-KPS's hard AP by 1.4; leaving the
-# depthwise convs in float keeps both within 0.9.
-DEFAULT_SKIP = "depthwise"
+# (easy / medium / hard), and leaving only the depthwise convs in float still
+# drops its medium AP by 1.2-1.6 (onnxruntime QDQ and oneDNN int8 alike).
+# With the ranges equalized and the stem and output convs in float too, its
+# QDQ ONNX loses 0.21 / 0.77 / 0.41.
+DEFAULT_SKIP = "depthwise,first,outputs"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 PROGRAM = "model.pdmodel"
 PARAMS = "model.pdiparams"
+ONNX = "model.onnx"
 
 
 def calibration_images(calib_dir, num, seed=0):
@@ -83,34 +93,11 @@ def calibration_batches(paths, input_settings):
     return batches
 
 
-def parse_skip(skip):
-    """'first,depthwise' | ['first'] | '' | None -> a checked list of conv groups left in float."""
-    groups = [g.strip() for g in (skip.split(",") if isinstance(skip, str) else (skip or [])) if g.strip()]
-    bad = [g for g in groups if g not in SKIP_GROUPS]
-    if bad:
-        raise PPFaceDetError(f"--skip: '{','.join(bad)}' is not among {', '.join(SKIP_GROUPS)} (comma-separated)")
-    return groups
-
-
 def skipped_conv_weights(program, skip):
-    """Filter names of the convs left in float:
-      first      the stem conv;
-      outputs    the convs that write a graph output (no conv reads their
-                 result; they carry the box and score precision);
-      depthwise  every depthwise conv. A per-tensor int8 input scale hurts
-                 them most: after batch-norm folding a few near-dead channels
-                 get gains of 20-60x, which multiply the rounding error of
-                 their input (RetinaFace-mnet0.25's first stage)."""
-    groups = parse_skip(skip)
+    """Filter names of the convs left in float (``skip``: groups of quant_groups.py)."""
     ops = program.global_block().ops
     convs = [op for op in ops if op.type in QUANTIZABLE_OPS]
-    chosen = []
-    if "first" in groups and convs:
-        chosen.append(convs[0])
-    if "outputs" in groups:
-        chosen += [op for op in convs if not _feeds_a_conv(ops, op)]
-    if "depthwise" in groups:
-        chosen += [op for op in convs if _is_depthwise(op)]
+    chosen = choose_convs(convs, skip, _is_depthwise, lambda conv: _feeds_a_conv(ops, conv))
     return sorted({op.input("Filter")[0] for op in chosen})
 
 
@@ -264,19 +251,25 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
     skip_weights = skipped_conv_weights(program, skip)
     fold_conv_bias(program)
     fold_conv_scale(program, paddle.static.global_scope(), keep={v.name for v in fetches})
+    batches = calibration_batches(calib_paths, infer_cfg["input"])
+    equalize_ranges(exe, program, paddle.static.global_scope(), batches, keep={v.name for v in fetches})
     with tempfile.TemporaryDirectory() as folded_dir:
         paddle.static.save_inference_model(os.path.join(folded_dir, "model"),
                                            [program.global_block().var(n) for n in feeds], fetches, exe,
                                            program=program)
+        with open(os.path.join(folded_dir, "infer_cfg.yml"), "w") as f:
+            yaml.safe_dump(dict(infer_cfg, program=PROGRAM, params=PARAMS), f, sort_keys=False)
+        fp32_onnx = convert_to_onnx(folded_dir, os.path.join(folded_dir, ONNX), opset=QDQ_OPSET)
         quant_post_static(
             exe, folded_dir, output_dir,
-            data_loader=calibration_batches(calib_paths, infer_cfg["input"]),
+            data_loader=batches,
             model_filename=PROGRAM, params_filename=PARAMS,
             save_model_filename=PROGRAM, save_params_filename=PARAMS,
             batch_nums=len(calib_paths), algo=algo, onnx_format=True,
             quantizable_op_type=list(QUANTIZABLE_OPS),
             skip_tensor_list=skip_weights or None)
-    infer_cfg.update(program=PROGRAM, params=PARAMS, precision="int8",
+        quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, skip)
+    infer_cfg.update(program=PROGRAM, params=PARAMS, onnx=ONNX, precision="int8",
                      quantization={"method": "post_static", "algo": algo, "calib_images": len(calib_paths),
                                    "float_convs": len(skip_weights)})
     with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
