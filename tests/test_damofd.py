@@ -174,7 +174,8 @@ def save_torch_zip(path, state, monkeypatch):
             if isinstance(obj, np.ndarray):
                 storage = Storage(str(len(storages)), np.ascontiguousarray(obj))
                 storages.append(storage)
-                strides = tuple(s // obj.itemsize for s in storage.array.strides)
+                # as torch writes them: no strides for a 0-d tensor (ascontiguousarray makes it 1-d)
+                strides = tuple(s // obj.itemsize for s in storage.array.reshape(obj.shape).strides)
                 return _rebuild_tensor_v2, (storage, 0, obj.shape, strides, False, collections.OrderedDict())
             return NotImplemented
 
