@@ -78,7 +78,10 @@ def exports(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(MODELS))
+# scrfd_500m_kps runs with `pytest -m extended`: its int8 program is still built and
+# checked below, and scrfd_500m (shared box head) is the harder case for int8.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.extended) if n == "scrfd_500m_kps" else n
+                                  for n in MODELS])
 def test_ptq_int8_keeps_ap_within_one_point(exports, name):
     """Both INT8 forms of the folder: the PaddleSlim program under oneDNN int8
     and the QDQ ONNX under onnxruntime."""

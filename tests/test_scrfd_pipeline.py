@@ -54,9 +54,9 @@ SETTINGS = ("easy", "medium", "hard")
 AP_TOLERANCE = 0.001          # 0.1 AP point, as a fraction
 FINE_TUNE_MAX_DROP = 0.01     # 1 AP point
 FINE_TUNE_IMAGES = 80         # 20 iterations of batch 4
-# Each subset-AP case runs two pipelines over 200 images at 640 (~25-50 s each
-# on a shared 2-core machine): the default suite checks the model the other
-# tests use, the rest run with -m slow.
+# Each subset-AP case runs two pipelines over 200 images at 640 (50-130 s on a
+# 2-core AVX2 machine): the default suite checks the model the other tests use,
+# the rest run with `pytest -m extended` (pytest.ini keeps the suite under 20 min).
 FAST_MODELS = ("scrfd_500m_kps",)
 
 
@@ -66,7 +66,7 @@ def needs_data():
 
 
 def slow_unless_fast(name):
-    return pytest.param(name, id=name, marks=() if name in FAST_MODELS else pytest.mark.slow)
+    return pytest.param(name, id=name, marks=() if name in FAST_MODELS else pytest.mark.extended)
 
 
 @pytest.fixture(scope="module")

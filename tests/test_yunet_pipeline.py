@@ -99,6 +99,7 @@ def _tiny_yunet_config(tmp_path):
           label_file: {data / 'val' / 'labelv2.txt'}
           image_root: {data / 'val' / 'images'}
         train_loader: {{batch_size: 4, num_workers: 0}}
+        auto_scale_lr: {{base_batch_size: null}}  # its own LR for batch 4, not the recipe's scaled
         optimizer: {{type: AdamW}}
         lr_schedule: {{type: WarmupCosine, base_lr: 0.005, warmup_iters: 4, warmup_ratio: 0.1, min_lr_ratio: 0.1}}
         epochs: 20
