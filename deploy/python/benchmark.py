@@ -275,8 +275,11 @@ class Child:
         raise RuntimeError(f"timing {self.name} failed (exit {self.process.returncode}):\n{self.log.read()[-2000:]}")
 
     def run(self, count):
-        self.process.stdin.write(f"{count}\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(f"{count}\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child has died: reply() reports its log
         return json.loads(self.reply("{"))
 
     def close(self):
