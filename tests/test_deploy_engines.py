@@ -95,3 +95,22 @@ def test_benchmark_prints_ratios_and_the_cpu_isa(shared_data, tmp_path):
     assert "ISA: AVX2 " in done.stdout and "VNNI " in done.stdout
     assert "Goal (network only" in done.stdout and "Goal (YuNet-n end to end" in done.stdout
     assert table_file.read_text().strip() == done.stdout.strip()
+
+
+def test_onnxruntime_sessions_sleep_instead_of_spinning():
+    """Spinning workers doubled the network's time with one busy core (README, section 6)."""
+    import onnxruntime as ort
+    options = engines.onnxruntime_options(ort, 2)
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_benchmark_reports_a_runner_that_fails(shared_data, tmp_path):
+    """A child that cannot build its runner ends the run with its error, not a hang."""
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    command = [sys.executable, str(DEPLOY / "benchmark.py"), "--yunet_onnx", str(broken),
+               "--image_file", str(DATA / "widerface" / "WIDER_val/images/0--Parade/0_Parade_marchingband_1_149.jpg"),
+               "--repeats", "1", "--rounds", "1", "--warmup", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "timing yunet-cv2 failed" in done.stderr, done.stderr[-2000:]

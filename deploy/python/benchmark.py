@@ -25,15 +25,22 @@ is the same on both sides (letterbox into 640x640, (RGB - 127.5) / 128, score
 size on both sides. ``model`` times the network alone on the runner's input
 tensor (ort-official gets ours, so the network goal compares like with like);
 ``e2e`` times photo in, detections out. Threads: Paddle and OpenVINO use
---cpu_threads, onnxruntime (insightface included) as many intra-op threads
-with sequential execution, OpenCV cv2.setNumThreads(--cpu_threads).
+--cpu_threads; every onnxruntime session (the peers' included) gets the
+deploy engine's options (engines.onnxruntime_options: --cpu_threads intra-op
+threads, sequential, no spinning), so the network goal compares graphs, not
+settings; OpenCV cv2.setNumThreads(--cpu_threads).
 
 Each runner is timed in its own child process: two runtimes in one process
 slow each other down (idle worker threads of one spin on the cores the other
-needs; measured 2x on 2 cores). The children run in --rounds alternating
-rounds of --repeats / --rounds runs so drifting machine load affects all
-runners alike. The table gives medians, each ratio against the goal's peer,
-and the CPU model with its ISA flags, since the ratios move with them.
+needs; measured 2x on 2 cores). The children start once, warm up, then wait;
+the parent asks each in turn for a few runs, --rounds times, pausing between
+turns so one runtime's spinning threads are asleep before the next runs,
+and each turn starts with an untimed run.
+Fine alternation matters on a shared machine: its speed drifts by up to 1.7x
+within seconds, and runners timed in different stretches gave ratios 0.2
+apart from run to run. The table gives medians, each ratio against the
+goal's peer, and the CPU model with its ISA flags, since the ratios move
+with them.
 """
 import argparse
 import json
@@ -41,6 +48,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -50,7 +58,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.filterwarnings("ignore", message=".*ccache.*")  # printed by every `import paddle`
 
-from engines import ONNX_ENGINES  # noqa: E402
+from engines import ONNX_ENGINES, onnxruntime_options  # noqa: E402
 from infer import FaceDetector  # noqa: E402
 from predictor import load_infer_cfg  # noqa: E402
 from preprocess import Preprocess  # noqa: E402
@@ -175,10 +183,7 @@ class YuNetCv2Runner:
 
 
 def onnx_session_options(ort, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options = onnxruntime_options(ort, threads)
     options.log_severity_level = 3  # the official exports declare fixed output sizes; not an error
     return options
 
@@ -217,14 +222,19 @@ def load_photo(path, input_size):
     return cv2.resize(image, input_size, interpolation=cv2.INTER_AREA)
 
 
-def time_runner(runner, photo, repeats, warmup):
-    """{'model': [ms...], 'e2e': [ms...]} of one runner in this process (empty where it has no such path)."""
+def warm_up(runner, photo, warmup):
+    """-> the runner's network input; runs each of its paths ``warmup`` times."""
     feed = runner.feed(photo) if runner.infer else None
     for _ in range(warmup):
         if runner.infer:
             runner.infer(feed)
         if runner.detect:
             runner.detect(photo)
+    return feed
+
+
+def time_runner(runner, photo, feed, repeats):
+    """{'model': [ms...], 'e2e': [ms...]} of one runner in this process (empty where it has no such path)."""
     times = {"model": [], "e2e": []}
     for key, run, arg in (("model", runner.infer, feed), ("e2e", runner.detect, photo)):
         for _ in range(repeats if run else 0):
@@ -234,22 +244,75 @@ def time_runner(runner, photo, repeats, warmup):
     return times
 
 
+def serve(runner, photo, warmup):
+    """The child's side: warm up, say ready, then for each run count read
+    from stdin print that many runs' times as one JSON line. Each turn
+    starts with one untimed run of each path: the first run after the pause
+    pays for woken threads and caches the other runners have since filled."""
+    feed = warm_up(runner, photo, warmup)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        warm_up(runner, photo, 1)
+        print(json.dumps(time_runner(runner, photo, feed, int(line))), flush=True)
+
+
+class Child:
+    """One runner's process (``--only NAME``), asked for runs over a pipe."""
+
+    def __init__(self, name, argv):
+        self.name = name
+        command = [sys.executable, os.path.abspath(__file__), *argv, "--only", name]
+        self.log = tempfile.TemporaryFile("w+")  # a file, not a pipe: nobody reads stderr while it runs
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                        text=True)
+
+    def reply(self, prefix):
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line
+        self.process.wait()
+        self.log.seek(0)
+        raise RuntimeError(f"timing {self.name} failed (exit {self.process.returncode}):\n{self.log.read()[-2000:]}")
+
+    def run(self, count):
+        try:
+            self.process.stdin.write(f"{count}\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child has died: reply() reports its log
+        return json.loads(self.reply("{"))
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+        self.log.close()
+
+
+# Between two runners' turns: longer than OpenMP's default spin-wait after a
+# parallel region (Intel's KMP_BLOCKTIME is 200 ms), so a child that just ran
+# is asleep when the next one starts.
+SWITCH_PAUSE_S = 0.25
+
+
 def measure_in_children(names, argv, repeats, rounds):
-    """Run ``--only NAME`` children round by round; -> {name: {'model': [...], 'e2e': [...]}}."""
+    """Alternate ``--only NAME`` children round by round; -> {name: {'model': [...], 'e2e': [...]}}."""
     times = {name: {"model": [], "e2e": []} for name in names}
     per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
-    for count in per_round:
-        if count == 0:
-            continue
-        for name in names:
-            command = [sys.executable, os.path.abspath(__file__), *argv, "--only", name, "--repeats", str(count)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if done.returncode != 0 or not lines:
-                raise RuntimeError(f"timing {name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-            child = json.loads(lines[-1])
-            for key in ("model", "e2e"):
-                times[name][key] += child[key]
+    children = []
+    try:
+        for name in names:  # one at a time: each warms up alone
+            children.append(Child(name, argv))
+            children[-1].reply("ready")
+        for count in per_round:
+            for child in children if count else ():
+                time.sleep(SWITCH_PAUSE_S)
+                got = child.run(count)
+                for key in ("model", "e2e"):
+                    times[child.name][key] += got[key]
+    finally:
+        for child in children:
+            child.close()
     return times
 
 
@@ -320,11 +383,11 @@ def parse_args(argv=None):
     parser.add_argument("--cpu_threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=60, help="timed runs per runner")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the runs are split into")
+    parser.add_argument("--rounds", type=int, default=20, help="alternating rounds the runs are split into")
     parser.add_argument("--score_threshold", type=float, default=0.5, help="detections kept at or above this score")
     parser.add_argument("--nms_threshold", type=float, default=0.4)
     parser.add_argument("--output", help="also write the table (Markdown) here")
-    parser.add_argument("--only", help="time this runner alone and print its times as JSON (what each child does)")
+    parser.add_argument("--only", help="serve this runner's timings over stdin/stdout (what each child does)")
     args = parser.parse_args(argv)
     for key in ("repeats", "rounds", "cpu_threads"):
         if getattr(args, key) < 1:
@@ -341,7 +404,7 @@ def main(argv=None):
         if args.only:
             if args.only not in factories:
                 raise ValueError(f"--only {args.only}: not one of the runners given ({', '.join(factories)})")
-            print(json.dumps(time_runner(factories[args.only](), photo, args.repeats, args.warmup)))
+            serve(factories[args.only](), photo, args.warmup)
             return 0
         times = measure_in_children(list(factories), argv, args.repeats, args.rounds)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
