@@ -56,7 +56,7 @@ def onnx_detector(model_dir, onnx=None, engine="onnxruntime", cpu_threads=2):
     path = onnx or os.path.join(model_dir, detector.info.get("onnx", "model.onnx"))
     if not os.path.isfile(path):
         raise PPFaceDetError(f"{path}: no ONNX model (give --onnx, or quantize with tools/quant.py)")
-    detector.predictor = OnnxEngine(path, detector.info["outputs"], engine, cpu_threads)
+    detector.engine = OnnxEngine(path, detector.info["outputs"], engine, cpu_threads)
     return detector
 
 

@@ -12,7 +12,9 @@ oneDNN int8 kernels. tools/eval_onnx.py measures the ONNX model's AP.
 
 Calibration images (searched recursively under --calib_dir) go through the
 model's own input policy. Before calibration each batch norm's channel
-ranges are equalized with the conv reading it (float outputs unchanged). By
+ranges are equalized with the conv reading it (float outputs unchanged), and
+the convs with signed input get weights on the 7-bit grid oneDNN uses for them
+on CPUs without VNNI, so the program runs alike with and without VNNI. By
 default the depthwise, stem and output convs stay in float: measured on the
 WIDER 200-image subset, quantizing the depthwise convs costs
 RetinaFace-mnet0.25 up to 33 AP points, and the stem and output convs another

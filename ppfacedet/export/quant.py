@@ -23,7 +23,10 @@ in the form oneDNN fuses, SCRFD's per-stride box scales are folded into
 their convs (without these two, oneDNN int8 returns wrong boxes for
 SCRFD-500M; see ``fold_conv_scale``), and the channel ranges of each batch
 norm feeding a conv are equalized (``equalize.py``). The QDQ ONNX is made from
-that same rewritten program.
+that same rewritten program. Then the weights of the quantized convs with
+signed input are rounded onto the 7-bit grid that oneDNN uses for them on CPUs
+without VNNI (``weight_grid.py``), so the program computes the same on CPUs
+with and without VNNI.
 """
 import argparse
 import os
@@ -38,6 +41,7 @@ from .to_onnx import convert_to_onnx
 from .equalize import equalize_ranges
 from .qdq_onnx import QDQ_OPSET, quantize_onnx
 from .quant_groups import SKIP_GROUPS, choose_convs, parse_skip
+from .weight_grid import snap_signed_input_convs
 
 ALGOS = ("abs_max", "KL", "hist", "avg", "mse")
 # Only convolutions: everything else in these detectors is cheap, and oneDNN
@@ -254,12 +258,19 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
     batches = calibration_batches(calib_paths, infer_cfg["input"])
     equalize_ranges(exe, program, paddle.static.global_scope(), batches, keep={v.name for v in fetches})
     with tempfile.TemporaryDirectory() as folded_dir:
-        paddle.static.save_inference_model(os.path.join(folded_dir, "model"),
-                                           [program.global_block().var(n) for n in feeds], fetches, exe,
-                                           program=program)
+        def save_folded():
+            paddle.static.save_inference_model(os.path.join(folded_dir, "model"),
+                                               [program.global_block().var(n) for n in feeds], fetches, exe,
+                                               program=program)
+        save_folded()
         with open(os.path.join(folded_dir, "infer_cfg.yml"), "w") as f:
             yaml.safe_dump(dict(infer_cfg, program=PROGRAM, params=PARAMS), f, sort_keys=False)
         fp32_onnx = convert_to_onnx(folded_dir, os.path.join(folded_dir, ONNX), opset=QDQ_OPSET)
+        # after the ONNX copy: the 7-bit grid is for oneDNN's kernels, not onnxruntime's
+        quantized = [op for op in program.global_block().ops
+                     if op.type in QUANTIZABLE_OPS and op.input("Filter")[0] not in skip_weights]
+        seven_bit = snap_signed_input_convs(program, paddle.static.global_scope(), quantized)
+        save_folded()
         quant_post_static(
             exe, folded_dir, output_dir,
             data_loader=batches,
@@ -271,7 +282,7 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
         quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, skip)
     infer_cfg.update(program=PROGRAM, params=PARAMS, onnx=ONNX, precision="int8",
                      quantization={"method": "post_static", "algo": algo, "calib_images": len(calib_paths),
-                                   "float_convs": len(skip_weights)})
+                                   "float_convs": len(skip_weights), "seven_bit_convs": seven_bit})
     with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
         yaml.safe_dump(infer_cfg, f, sort_keys=False, default_flow_style=None)
     return output_dir
