@@ -1,5 +1,5 @@
 """INT8: post-training quantization keeps WIDER AP within 1 point of FP32 in
-the deploy predictor (oneDNN int8) and in its QDQ ONNX (onnxruntime), QAT trains and exports a program Paddle
+the deploy predictor (oneDNN int8) and in its QDQ ONNX (OpenVINO, onnxruntime), QAT trains and exports a program Paddle
 Inference runs, and the deployment benchmark prints its table."""
 import os
 import subprocess
@@ -84,7 +84,7 @@ def exports(tmp_path_factory):
                                   for n in MODELS])
 def test_ptq_int8_keeps_ap_within_one_point(exports, name):
     """Both INT8 forms of the folder: the PaddleSlim program under oneDNN int8
-    and the QDQ ONNX under onnxruntime."""
+    and the QDQ ONNX under OpenVINO and onnxruntime."""
     import onnx
     import yaml
     sys.path.insert(0, str(ROOT / "tools"))
@@ -101,10 +101,13 @@ def test_ptq_int8_keeps_ap_within_one_point(exports, name):
                    and len(next(i for i in graph.initializer if i.name == n.input[1]).dims) == 1]
     assert per_channel and any(n.op_type == "QuantizeLinear" for n in graph.node)
     fp32_ap, int8_ap = deploy_ap(fp32_dir), deploy_ap(int8_dir)
-    qdq_ap = evaluate_onnx(int8_dir, str(SUBSET / "images"), str(SUBSET / "ground_truth"), engine="onnxruntime")
-    print(f"\n{name} AP fp32 {fp32_ap} int8 oneDNN {int8_ap} int8 QDQ onnxruntime {qdq_ap}")
-    for setting in ("easy", "medium", "hard"):
-        assert fp32_ap[setting] - qdq_ap[setting] <= MAX_AP_DROP, (setting, fp32_ap, qdq_ap)
+    # OpenVINO is the INT8 folder's `auto` engine on CPU, onnxruntime the other one
+    qdq_ap = {engine: evaluate_onnx(int8_dir, str(SUBSET / "images"), str(SUBSET / "ground_truth"), engine=engine)
+              for engine in ("openvino", "onnxruntime")}
+    print(f"\n{name} AP fp32 {fp32_ap} int8 oneDNN {int8_ap} int8 QDQ {qdq_ap}")
+    for engine, ap in qdq_ap.items():
+        for setting in ("easy", "medium", "hard"):
+            assert fp32_ap[setting] - ap[setting] <= MAX_AP_DROP, (engine, setting, fp32_ap, ap)
     onednn_drop = max(fp32_ap[s] - int8_ap[s] for s in ("easy", "medium", "hard"))
     from benchmark import cpu_has_vnni
     if onednn_drop > MAX_AP_DROP and name in ONEDNN_INT8_NEEDS_VNNI and not cpu_has_vnni():
@@ -178,6 +181,56 @@ def test_onnx_convs_left_in_float_follow_the_skip_groups():
     assert skipped_conv_nodes(model, "") == []
 
 
+def test_qdq_onnx_quantizes_whole_chains(tmp_path):
+    """stem -> relu -> conv -> batch norm -> relu -> conv + residual add -> conv, opset 13: the batch norm is
+    folded, nothing float sits between the int8 convs, the stem stays float and
+    the signed tensors get zero point 0; the int8 outputs stay close to fp32."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from ppfacedet.export.qdq_onnx import quantize_onnx
+    rng = np.random.RandomState(0)
+    inits = {"w0": rng.randn(8, 3, 3, 3), "w1": rng.randn(8, 8, 1, 1) * 0.3, "w2": rng.randn(8, 8, 3, 3) * 0.1,
+             "w3": rng.randn(4, 8, 1, 1) * 0.3, "scale": rng.uniform(0.5, 2, 8), "bias": rng.randn(8),
+             "mean": rng.randn(8), "var": rng.uniform(0.5, 2, 8)}
+
+    def conv(name, x, w, pads):
+        return helper.make_node("Conv", [x, w], [name], name=name, pads=pads)
+    nodes = [conv("stem", "image", "w0", [1] * 4), helper.make_node("Relu", ["stem"], ["r0"], name="relu0"),
+             conv("pw", "r0", "w1", [0] * 4),
+             helper.make_node("BatchNormalization", ["pw", "scale", "bias", "mean", "var"], ["bn"], name="bn"),
+             helper.make_node("Relu", ["bn"], ["r1"], name="relu1"), conv("mid", "r1", "w2", [1] * 4),
+             helper.make_node("Add", ["mid", "r1"], ["sum"], name="add"), conv("head", "sum", "w3", [0] * 4)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(fp32))
+    images = [rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    int8 = quantize_onnx(str(fp32), str(tmp_path / "int8.onnx"), lambda: ({"image": x} for x in images))
+
+    model = onnx.load(int8)
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Relu") == 1  # the float stem keeps its Relu
+    producer = {o: n for n in model.graph.node for o in n.output}
+    convs = {n.name.split("_")[0]: n for n in model.graph.node if n.op_type == "Conv"}
+    assert convs["stem"].input[0] == "image"  # the stem reads the image in float
+    for name in ("pw", "mid", "head"):
+        assert producer[convs[name].input[0]].op_type == "DequantizeLinear", name
+    add = next(n for n in model.graph.node if n.op_type == "Add")
+    assert all(producer[i].op_type == "DequantizeLinear" for i in add.input)
+    zero_points = {n.input[0]: numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == n.input[2]))
+                   for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    signed = [zp for t, zp in zero_points.items() if t in ("mid", "sum")]
+    assert signed and all(zp.dtype == np.int8 and zp == 0 for zp in signed)
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": images[0]})[0]
+    ref, out = run(fp32), run(int8)
+    assert np.abs(ref - out).max() < 0.05 * np.abs(ref).max()
+
+
 def test_calibration_images_are_a_fixed_sample(tmp_path):
     import cv2
     from ppfacedet.core.errors import PPFaceDetError
@@ -212,7 +265,7 @@ def test_benchmark_prints_a_row_per_runner(exports, tmp_path):
     for name in ("ours-paddle", "int8-paddle", "ort-official", "yunet-cv2"):
         assert name in rows, done.stdout
     assert "Goal (network only" in done.stdout
-    assert "INT8 / FP32 (network, paddle)" in done.stdout
+    assert "INT8 / FP32 (network, best engine each): int8-paddle / ours-paddle" in done.stdout
     assert table_file.read_text().strip() in done.stdout
 
 

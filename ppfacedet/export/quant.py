@@ -32,11 +32,12 @@ import tempfile
 
 import yaml
 
+from ..core.config import read_section
 from ..core.errors import PPFaceDetError
 from .child import run_module
 from .to_onnx import convert_to_onnx
 from .equalize import equalize_ranges
-from .qdq_onnx import QDQ_OPSET, quantize_onnx
+from .qdq_onnx import DEFAULT_ONNX_SKIP, QDQ_OPSET, quantize_onnx
 from .quant_groups import SKIP_GROUPS, choose_convs, parse_skip
 
 ALGOS = ("abs_max", "KL", "hist", "avg", "mse")
@@ -50,6 +51,8 @@ QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d")
 # With the ranges equalized and the stem and output convs in float too, its
 # QDQ ONNX loses 0.21 / 0.77 / 0.41.
 DEFAULT_SKIP = "depthwise,first,outputs"
+# A config's ``int8`` section; a family whose int8 chains lose accuracy names more float groups.
+INT8_DEFAULTS = {"onnx_skip": DEFAULT_ONNX_SKIP}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 PROGRAM = "model.pdmodel"
 PARAMS = "model.pdiparams"
@@ -230,10 +233,13 @@ def _cpu_place():
     return paddle.CPUPlace()
 
 
-def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP):
+def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP,
+                            onnx_skip=DEFAULT_ONNX_SKIP):
     """Quantize an old-format fp32 export in this process (which must have
     been started with ``FLAGS_enable_pir_api=0``); writes program, params and
-    an ``infer_cfg.yml`` with ``precision: int8`` into ``output_dir``."""
+    an ``infer_cfg.yml`` with ``precision: int8`` into ``output_dir``. ``skip``
+    and ``onnx_skip`` name the conv groups left in float in the Paddle program
+    and in the QDQ ONNX."""
     import paddle
     if paddle.framework.use_pir_api():
         raise PPFaceDetError("quantize_exported_model needs FLAGS_enable_pir_api=0 set before paddle is "
@@ -268,7 +274,7 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
             batch_nums=len(calib_paths), algo=algo, onnx_format=True,
             quantizable_op_type=list(QUANTIZABLE_OPS),
             skip_tensor_list=skip_weights or None)
-        quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, skip)
+        quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, onnx_skip)
     infer_cfg.update(program=PROGRAM, params=PARAMS, onnx=ONNX, precision="int8",
                      quantization={"method": "post_static", "algo": algo, "calib_images": len(calib_paths),
                                    "float_convs": len(skip_weights)})
@@ -277,13 +283,16 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
     return output_dir
 
 
-def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_max", skip=DEFAULT_SKIP):
+def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_max", skip=DEFAULT_SKIP,
+                   onnx_skip=None):
     """Dygraph model -> INT8 folder ``output_dir/<cfg.name>`` (model.pdmodel,
     model.pdiparams, infer_cfg.yml with ``precision: int8``)."""
     from .static import export_inference_model
     if algo not in ALGOS:
         raise PPFaceDetError(f"--algo '{algo}' is not one of {', '.join(ALGOS)}")
-    skip = ",".join(parse_skip(skip))
+    if onnx_skip is None:
+        onnx_skip = read_section(cfg, "int8", INT8_DEFAULTS)["onnx_skip"]
+    skip, onnx_skip = ",".join(parse_skip(skip)), ",".join(parse_skip(onnx_skip))
     paths = calibration_images(calib_dir, calib_num)
     folder = os.path.join(output_dir, cfg.name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,7 +303,7 @@ def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_ma
         if os.path.isdir(folder):
             shutil.rmtree(folder)
         run_in_legacy_process(["--fp32_dir", fp32_dir, "--output_dir", folder, "--calib_list", list_file,
-                               "--algo", algo, "--skip", skip])
+                               "--algo", algo, "--skip", skip, "--onnx_skip", onnx_skip])
     return folder
 
 
@@ -312,10 +321,11 @@ def main(argv=None):
     parser.add_argument("--algo", default="abs_max", choices=ALGOS)
     parser.add_argument("--skip", default=DEFAULT_SKIP,
                         help=f"convs left in float, comma-separated among {', '.join(SKIP_GROUPS)}")
+    parser.add_argument("--onnx_skip", default=DEFAULT_ONNX_SKIP, help="the same for the QDQ ONNX")
     args = parser.parse_args(argv)
     with open(args.calib_list) as f:
         paths = [line.strip() for line in f if line.strip()]
-    print(quantize_exported_model(args.fp32_dir, args.output_dir, paths, args.algo, args.skip))
+    print(quantize_exported_model(args.fp32_dir, args.output_dir, paths, args.algo, args.skip, args.onnx_skip))
 
 
 if __name__ == "__main__":
