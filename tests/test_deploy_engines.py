@@ -58,8 +58,6 @@ def test_auto_picks_the_fastest_installed_engine(monkeypatch):
     assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "onnxruntime"
     assert engines.resolve_run_mode(without, load_infer_cfg(without), "auto") == "paddle"
     assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto", device="GPU") == "paddle"
-    # an INT8 folder's QDQ model runs fastest in OpenVINO
-    assert engines.resolve_run_mode(with_onnx, dict(load_infer_cfg(with_onnx), precision="int8"), "auto") == "openvino"
     monkeypatch.setattr(engines, "installed", lambda engine: engine == "openvino")
     assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "openvino"
     assert isinstance(deploy_infer.FaceDetector(with_onnx, run_mode="auto").engine, engines.OpenVINOEngine)

@@ -9,8 +9,7 @@ for every engine (infer.py). The engines:
   onnxruntime  onnxruntime's CPU provider on ``model.onnx`` (infer_cfg.yml ``onnx``)
   openvino     OpenVINO's CPU plugin on the same ``model.onnx``
   auto         the fastest engine installed for the device: on CPU
-               onnxruntime, then OpenVINO, then Paddle for an FP32 folder, and
-               OpenVINO first for an INT8 one (measured in README,
+               onnxruntime, then OpenVINO, then Paddle (measured in README,
                "Benchmark"); on GPU Paddle
 
 onnxruntime and OpenVINO are optional: asking for one that is not installed,
@@ -27,11 +26,8 @@ from predictor import DeviceUnavailable, Predictor
 
 ONNX_ENGINES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # engine -> pip package
 RUN_MODES = PADDLE_RUN_MODES + tuple(ONNX_ENGINES) + ("auto",)
-# Fastest first, measured on SCRFD-500M(-KPS) at 640x480 on 2 AVX2 cores (README, "Benchmark"):
-# FP32 runs fastest in onnxruntime; the INT8 QDQ model in OpenVINO (0.69x its FP32 there,
-# while onnxruntime's int8 kernels, slower than its fp32 ones for depthwise and 3-channel
-# convs, make it 1.24x).
-CPU_PREFERENCE = {"fp32": ("onnxruntime", "openvino"), "int8": ("openvino", "onnxruntime")}
+# Fastest first, measured on SCRFD-500M at 640x480 on 2 AVX2 cores (README, "Benchmark").
+CPU_PREFERENCE = ("onnxruntime", "openvino")
 
 
 def onnx_path(model_dir, info):
@@ -54,7 +50,7 @@ def resolve_run_mode(model_dir, info, run_mode, device="CPU"):
     if run_mode != "auto":
         return run_mode
     if device == "CPU" and onnx_path(model_dir, info):
-        for engine in CPU_PREFERENCE["int8" if info.get("precision") == "int8" else "fp32"]:
+        for engine in CPU_PREFERENCE:
             if installed(engine):
                 return engine
     return "paddle"
@@ -102,10 +98,7 @@ class OpenVINOEngine:
         self.outputs = {name: model.output(name) for name in names}
 
     def __call__(self, batch, scale_factor=None):
-        # The call is synchronous, so OpenVINO may read the caller's array in
-        # place instead of copying it (4.9 MB for a 640x640 input); the
-        # outputs are copied, since the request reuses their memory.
-        results = self.request.infer([np.ascontiguousarray(batch, np.float32)], share_inputs=True)
+        results = self.request.infer([np.ascontiguousarray(batch, np.float32)])
         return {name: results[port] for name, port in self.outputs.items()}
 
 
