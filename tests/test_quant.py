@@ -178,6 +178,20 @@ def test_onnx_convs_left_in_float_follow_the_skip_groups():
     assert skipped_conv_nodes(model, "") == []
 
 
+def test_onnx_calibration_is_checked(tmp_path):
+    """An unknown activation-range method fails at once, naming the choices,
+    from the API and from a config's int8 section."""
+    from types import SimpleNamespace
+    from ppfacedet.core.errors import PPFaceDetError
+    from ppfacedet.export.qdq_onnx import quantize_onnx
+    from ppfacedet.export.quant import quantize_model
+    with pytest.raises(PPFaceDetError, match="percentile"):
+        quantize_onnx(str(tmp_path / "missing.onnx"), str(tmp_path / "out.onnx"), None, calibration="max")
+    cfg = SimpleNamespace(name="m", get=lambda key: {"onnx_calibration": "max"} if key == "int8" else None)
+    with pytest.raises(PPFaceDetError, match="int8.onnx_calibration 'max'"):
+        quantize_model(cfg, None, str(tmp_path), str(tmp_path / "out"))
+
+
 def test_qdq_onnx_quantizes_whole_chains(tmp_path):
     """stem -> relu -> conv -> batch norm -> relu -> conv + residual add -> conv, opset 13: the batch norm is
     folded, nothing float sits between the int8 convs and the stem stays float;

@@ -22,7 +22,7 @@ only the stem in float (--onnx_skip; see ppfacedet/export/qdq_onnx.py).
 import _path  # noqa: F401
 
 from ppfacedet.cli import base_parser, load_cfg, model_with_weights, run
-from ppfacedet.export.qdq_onnx import DEFAULT_ONNX_SKIP
+from ppfacedet.export.qdq_onnx import CALIBRATIONS, DEFAULT_CALIBRATION, DEFAULT_ONNX_SKIP
 from ppfacedet.export.quant import ALGOS, DEFAULT_SKIP, SKIP_GROUPS
 
 
@@ -39,6 +39,9 @@ def main():
     parser.add_argument("--onnx_skip",
                         help=f"the same for model.onnx, the QDQ ONNX (default: the config's int8.onnx_skip, "
                              f"else {DEFAULT_ONNX_SKIP})")
+    parser.add_argument("--onnx_calibration", choices=CALIBRATIONS,
+                        help=f"how model.onnx's activation ranges are set (default: the config's "
+                             f"int8.onnx_calibration, else {DEFAULT_CALIBRATION})")
     args = parser.parse_args()
     cfg = load_cfg(args)
 
@@ -46,7 +49,8 @@ def main():
 
     model = model_with_weights(cfg)
     folder = quantize_model(cfg, model, args.calib_dir, args.output_dir, calib_num=args.calib_num,
-                            algo=args.algo, skip=args.skip, onnx_skip=args.onnx_skip)
+                            algo=args.algo, skip=args.skip, onnx_skip=args.onnx_skip,
+                            onnx_calibration=args.onnx_calibration)
     print(f"quantized {cfg.name} -> {folder}")
     return 0
 

@@ -23,7 +23,14 @@ conv-only model 1.2-1.4x slower than fp32. Hence:
 Other settings, measured on the WIDER 200-image subset: per-channel int8
 weights, symmetric (per-channel needs opset 13, DequantizeLinear's ``axis``);
 full 8-bit weights (no ``reduce_range``: 7-bit weights cost
-RetinaFace-mnet0.25 0.5-1.2 more medium AP); min/max activation ranges.
+RetinaFace-mnet0.25 0.5-1.2 more medium AP); min/max activation ranges by
+default (``calibration``). RetinaFace-mnet0.25's leaky-ReLU chains have a
+few outlier activations that stretch min/max ranges: its config picks
+``percentile`` (onnxruntime's 99.999th), which on the same equalized model
+lost 0.60 / 0.39 / 0.66 AP against min/max's 1.13 / 1.27 / 0.72; 7-bit
+weights (0.45 / 1.01 / 0.48, so vpmaddubsw saturation is not the main
+loss), entropy ranges (same as 7-bit) and Max/Mul leaky ReLU rewritten to
+int8 LeakyRelu (3-5 AP lost) did worse.
 
 OpenVINO 2026.4 runs this model 0.69x its FP32 on that CPU (0.88x onnxruntime's
 FP32), but its int8 kernels there lose SCRFD-500M-KPS 4.4 medium and 10.4 hard
@@ -33,11 +40,14 @@ not help), so onnxruntime stays the INT8 folder's engine.
 import os
 import tempfile
 
+from ..core.errors import PPFaceDetError
 from .quant_groups import choose_convs
 
 QDQ_OPSET = 13
 CHAIN_OPS = ("Conv", "Relu", "Add")
 DEFAULT_ONNX_SKIP = "first"
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+DEFAULT_CALIBRATION = "minmax"
 
 
 class CalibrationReader:
@@ -87,14 +97,19 @@ def fold_batch_norms(fp32_onnx, output):
     return output
 
 
-def quantize_onnx(fp32_onnx, output, batches, skip=DEFAULT_ONNX_SKIP):
-    """Write the QDQ INT8 model of ``fp32_onnx`` (opset >= 13) to ``output``."""
+def quantize_onnx(fp32_onnx, output, batches, skip=DEFAULT_ONNX_SKIP, calibration=DEFAULT_CALIBRATION):
+    """Write the QDQ INT8 model of ``fp32_onnx`` (opset >= 13) to ``output``;
+    ``calibration`` (one of CALIBRATIONS) picks how activation ranges are set."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    methods = dict(zip(CALIBRATIONS, (CalibrationMethod.MinMax, CalibrationMethod.Percentile,
+                                      CalibrationMethod.Entropy)))
+    if calibration not in methods:
+        raise PPFaceDetError(f"int8 calibration '{calibration}' is not one of {', '.join(CALIBRATIONS)}")
     with tempfile.TemporaryDirectory() as tmp:
         model = onnx.load(fold_batch_norms(fp32_onnx, os.path.join(tmp, "folded.onnx")))
     quantize_static(model, output, CalibrationReader(batches), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(CHAIN_OPS), per_channel=True, reduce_range=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=skipped_conv_nodes(model, skip), calibrate_method=CalibrationMethod.MinMax)
+                    nodes_to_exclude=skipped_conv_nodes(model, skip), calibrate_method=methods[calibration])
     return output
