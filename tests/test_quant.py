@@ -202,6 +202,66 @@ def test_onnx_convs_left_in_float_follow_the_skip_groups():
     assert skipped_conv_nodes(model, "") == []
 
 
+def test_onnx_calibration_is_checked(tmp_path):
+    """An unknown activation-range method fails at once, naming the choices,
+    from the API and from a config's int8 section."""
+    from types import SimpleNamespace
+    from ppfacedet.core.errors import PPFaceDetError
+    from ppfacedet.export.qdq_onnx import quantize_onnx
+    from ppfacedet.export.quant import quantize_model
+    with pytest.raises(PPFaceDetError, match="percentile"):
+        quantize_onnx(str(tmp_path / "missing.onnx"), str(tmp_path / "out.onnx"), None, calibration="max")
+    cfg = SimpleNamespace(name="m", get=lambda key: {"onnx_calibration": "max"} if key == "int8" else None)
+    with pytest.raises(PPFaceDetError, match="int8.onnx_calibration 'max'"):
+        quantize_model(cfg, None, str(tmp_path), str(tmp_path / "out"))
+
+
+def test_qdq_onnx_quantizes_whole_chains(tmp_path):
+    """stem -> relu -> conv -> batch norm -> relu -> conv + residual add -> conv, opset 13: the batch norm is
+    folded, nothing float sits between the int8 convs and the stem stays float;
+    the int8 outputs stay close to fp32."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from ppfacedet.export.qdq_onnx import quantize_onnx
+    rng = np.random.RandomState(0)
+    inits = {"w0": rng.randn(8, 3, 3, 3), "w1": rng.randn(8, 8, 1, 1) * 0.3, "w2": rng.randn(8, 8, 3, 3) * 0.1,
+             "w3": rng.randn(4, 8, 1, 1) * 0.3, "scale": rng.uniform(0.5, 2, 8), "bias": rng.randn(8),
+             "mean": rng.randn(8), "var": rng.uniform(0.5, 2, 8)}
+
+    def conv(name, x, w, pads):
+        return helper.make_node("Conv", [x, w], [name], name=name, pads=pads)
+    nodes = [conv("stem", "image", "w0", [1] * 4), helper.make_node("Relu", ["stem"], ["r0"], name="relu0"),
+             conv("pw", "r0", "w1", [0] * 4),
+             helper.make_node("BatchNormalization", ["pw", "scale", "bias", "mean", "var"], ["bn"], name="bn"),
+             helper.make_node("Relu", ["bn"], ["r1"], name="relu1"), conv("mid", "r1", "w2", [1] * 4),
+             helper.make_node("Add", ["mid", "r1"], ["sum"], name="add"), conv("head", "sum", "w3", [0] * 4)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(fp32))
+    images = [rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    int8 = quantize_onnx(str(fp32), str(tmp_path / "int8.onnx"), lambda: ({"image": x} for x in images))
+
+    model = onnx.load(int8)
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Relu") == 1  # the float stem keeps its Relu
+    producer = {o: n for n in model.graph.node for o in n.output}
+    convs = {n.name.split("_")[0]: n for n in model.graph.node if n.op_type == "Conv"}
+    assert convs["stem"].input[0] == "image"  # the stem reads the image in float
+    for name in ("pw", "mid", "head"):
+        assert producer[convs[name].input[0]].op_type == "DequantizeLinear", name
+    add = next(n for n in model.graph.node if n.op_type == "Add")
+    assert all(producer[i].op_type == "DequantizeLinear" for i in add.input)
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": images[0]})[0]
+    ref, out = run(fp32), run(int8)
+    assert np.abs(ref - out).max() < 0.05 * np.abs(ref).max()
+
+
 def test_calibration_images_are_a_fixed_sample(tmp_path):
     import cv2
     from ppfacedet.core.errors import PPFaceDetError
@@ -236,7 +296,7 @@ def test_benchmark_prints_a_row_per_runner(exports, tmp_path):
     for name in ("ours-paddle", "int8-paddle", "ort-official", "yunet-cv2"):
         assert name in rows, done.stdout
     assert "Goal (network only" in done.stdout
-    assert "INT8 / FP32 (network, paddle)" in done.stdout
+    assert "INT8 / FP32 (network, best engine each): int8-paddle / ours-paddle" in done.stdout
     assert table_file.read_text().strip() in done.stdout
 
 

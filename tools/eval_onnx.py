@@ -7,15 +7,15 @@ NMS, as deploy/python/eval_subset.py measures the Paddle program.
       --gt_dir ../shared/data/widerface/val_subset_resized416/ground_truth
 
 The ONNX file is the folder's ``onnx`` entry of infer_cfg.yml (tools/quant.py
-writes its QDQ INT8 model there), or --onnx. This is how the INT8 ONNX's AP
-drop is measured against the FP32 model.
+writes its QDQ INT8 model there), run through the deploy predictor's own
+engine (``--run_mode``), so what is measured is what users run. This is how
+the INT8 ONNX's AP drop is measured against the FP32 model.
 """
 import argparse
 import os
 import sys
 
 import _path  # noqa: F401
-import numpy as np
 
 from ppfacedet.cli import run
 from ppfacedet.core.errors import PPFaceDetError
@@ -26,44 +26,18 @@ if DEPLOY not in sys.path:
     sys.path.insert(0, DEPLOY)
 
 
-class OnnxEngine:
-    """``engine(batch)`` -> {output name: array}, the deploy Predictor's contract."""
-
-    def __init__(self, path, names, engine="onnxruntime", cpu_threads=2):
-        self.names = list(names)
-        if engine == "onnxruntime":
-            import onnxruntime as ort
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = cpu_threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            self.run = lambda batch: session.run(None, {session.get_inputs()[0].name: batch})
-        elif engine == "openvino":
-            import openvino as ov
-            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": cpu_threads})
-            self.run = lambda batch: list(compiled(batch).values())
-        else:
-            raise ValueError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
-
-    def __call__(self, batch, scale_factor=None):
-        return dict(zip(self.names, self.run(np.ascontiguousarray(batch, np.float32))))
-
-
-def onnx_detector(model_dir, onnx=None, engine="onnxruntime", cpu_threads=2):
+def onnx_detector(model_dir, engine="onnxruntime", cpu_threads=2):
     """deploy/python's FaceDetector for ``model_dir`` with its network run by ``engine``."""
     from infer import FaceDetector
-    detector = FaceDetector(model_dir)
-    path = onnx or os.path.join(model_dir, detector.info.get("onnx", "model.onnx"))
-    if not os.path.isfile(path):
-        raise PPFaceDetError(f"{path}: no ONNX model (give --onnx, or quantize with tools/quant.py)")
-    detector.engine = OnnxEngine(path, detector.info["outputs"], engine, cpu_threads)
-    return detector
+    if engine not in ENGINES:
+        raise PPFaceDetError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    return FaceDetector(model_dir, run_mode=engine, cpu_threads=cpu_threads)
 
 
-def evaluate_onnx(model_dir, image_dir, gt_dir, onnx=None, engine="onnxruntime", cpu_threads=2, iou_thresh=0.5):
+def evaluate_onnx(model_dir, image_dir, gt_dir, engine="onnxruntime", cpu_threads=2, iou_thresh=0.5):
     """-> {'easy', 'medium', 'hard'} AP in percent."""
     from eval_subset import _import_widerface_evaluate, predict_folder
-    detector = onnx_detector(model_dir, onnx, engine, cpu_threads)
+    detector = onnx_detector(model_dir, engine, cpu_threads)
     wider = _import_widerface_evaluate()
     result = wider.evaluate(predict_folder(detector, image_dir), wider.GroundTruth.from_mat_dir(gt_dir),
                             iou_thresh=iou_thresh)
@@ -73,14 +47,13 @@ def evaluate_onnx(model_dir, image_dir, gt_dir, onnx=None, engine="onnxruntime",
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="export folder (infer_cfg.yml says how to decode)")
-    parser.add_argument("--onnx", help="ONNX file (default: the folder's infer_cfg.yml `onnx` entry)")
     parser.add_argument("--engine", default="onnxruntime", choices=ENGINES)
     parser.add_argument("--image_dir", required=True, help="WIDER-style images: <event>/<image>.jpg")
     parser.add_argument("--gt_dir", required=True, help="folder of the four wider_*_val.mat files")
     parser.add_argument("--cpu_threads", type=int, default=2)
     args = parser.parse_args()
     try:
-        ap = evaluate_onnx(args.model_dir, args.image_dir, args.gt_dir, args.onnx, args.engine, args.cpu_threads)
+        ap = evaluate_onnx(args.model_dir, args.image_dir, args.gt_dir, args.engine, args.cpu_threads)
     except (FileNotFoundError, ValueError) as e:  # deploy/python's errors for a bad folder or image dir
         raise PPFaceDetError(str(e)) from None
     print(f"| {args.model_dir} ({args.engine}) | {ap['easy']:.2f} | {ap['medium']:.2f} | {ap['hard']:.2f} |")

@@ -13,16 +13,18 @@ oneDNN int8 kernels. tools/eval_onnx.py measures the ONNX model's AP.
 Calibration images (searched recursively under --calib_dir) go through the
 model's own input policy. Before calibration each batch norm's channel
 ranges are equalized with the conv reading it (float outputs unchanged), and
-the convs with signed input get weights on the 7-bit grid oneDNN uses for them
-on CPUs without VNNI, so the program runs alike with and without VNNI. By
-default the depthwise, stem and output convs stay in float: measured on the
-WIDER 200-image subset, quantizing the depthwise convs costs
-RetinaFace-mnet0.25 up to 33 AP points, and the stem and output convs another
-0.5 (medium).
+in the Paddle program the convs with signed input get weights on the 7-bit grid
+oneDNN uses for them on CPUs without VNNI, so the program runs alike with and
+without VNNI. In the Paddle program the depthwise, stem and output convs stay in float by default:
+measured on the WIDER 200-image subset, quantizing the depthwise convs costs
+RetinaFace-mnet0.25 up to 33 AP points under oneDNN, and the stem and output
+convs another 0.5 (medium). The QDQ ONNX quantizes whole chains and leaves
+only the stem in float (--onnx_skip; see ppfacedet/export/qdq_onnx.py).
 """
 import _path  # noqa: F401
 
 from ppfacedet.cli import base_parser, load_cfg, model_with_weights, run
+from ppfacedet.export.qdq_onnx import CALIBRATIONS, DEFAULT_CALIBRATION, DEFAULT_ONNX_SKIP
 from ppfacedet.export.quant import ALGOS, DEFAULT_SKIP, SKIP_GROUPS
 
 
@@ -36,6 +38,12 @@ def main():
     parser.add_argument("--skip", default=DEFAULT_SKIP,
                         help=f"convs left in float, comma-separated among {', '.join(SKIP_GROUPS)}; "
                              f"'' quantizes all (default {DEFAULT_SKIP})")
+    parser.add_argument("--onnx_skip",
+                        help=f"the same for model.onnx, the QDQ ONNX (default: the config's int8.onnx_skip, "
+                             f"else {DEFAULT_ONNX_SKIP})")
+    parser.add_argument("--onnx_calibration", choices=CALIBRATIONS,
+                        help=f"how model.onnx's activation ranges are set (default: the config's "
+                             f"int8.onnx_calibration, else {DEFAULT_CALIBRATION})")
     args = parser.parse_args()
     cfg = load_cfg(args)
 
@@ -43,7 +51,8 @@ def main():
 
     model = model_with_weights(cfg)
     folder = quantize_model(cfg, model, args.calib_dir, args.output_dir, calib_num=args.calib_num,
-                            algo=args.algo, skip=args.skip)
+                            algo=args.algo, skip=args.skip, onnx_skip=args.onnx_skip,
+                            onnx_calibration=args.onnx_calibration)
     print(f"quantized {cfg.name} -> {folder}")
     return 0
 

@@ -357,14 +357,27 @@ def table(names, times, args):
             best = min(ours, key=ours.get)
             ratio = ours[best] / medians[peer][key]
             lines.append(f"Goal ({goal}): {best} {ratio:.2f}x -> {'met' if ratio <= limit else 'NOT met'}")
-    vnni = cpu_has_vnni()
-    for engine in ENGINES:
-        fp32, int8 = medians.get("ours-" + engine), medians.get("int8-" + engine)
-        if fp32 and int8 and fp32["model"] and int8["model"] is not None:
-            ratio, limit = int8["model"] / fp32["model"], INT8_GOAL[vnni]
-            lines.append(f"INT8 / FP32 (network, {engine}): {ratio:.2f}x, goal <= {limit}x on a CPU "
-                         f"{'with' if vnni else 'without'} VNNI -> {'met' if ratio <= limit else 'NOT met'}")
+    lines += int8_lines(names, medians, cpu_has_vnni())
     return "\n".join(lines)
+
+
+def int8_lines(names, medians, vnni):
+    """The INT8 goal: our fastest INT8 runner against our fastest FP32 runner
+    (each on its best engine), network and end to end; per engine beside it."""
+    limit, lines = INT8_GOAL[vnni], []
+    for key, what in (("model", "network"), ("e2e", "end to end")):
+        fp32 = {n: medians[n][key] for n in names if n.startswith("ours-") and medians[n][key]}
+        int8 = {n: medians[n][key] for n in names if n.startswith("int8-") and medians[n][key] is not None}
+        if not (fp32 and int8):
+            continue
+        best32, best8 = min(fp32, key=fp32.get), min(int8, key=int8.get)
+        ratio = int8[best8] / fp32[best32]
+        same = ", ".join(f"{n[len('int8-'):]} {int8[n] / fp32['ours-' + n[len('int8-'):]]:.2f}x" for n in int8
+                         if "ours-" + n[len("int8-"):] in fp32)
+        lines.append(f"INT8 / FP32 ({what}, best engine each): {best8} / {best32} {ratio:.2f}x, goal <= {limit}x on "
+                     f"a CPU {'with' if vnni else 'without'} VNNI -> {'met' if ratio <= limit else 'NOT met'} "
+                     f"(same engine: {same or '-'})")
+    return lines
 
 
 def parse_args(argv=None):

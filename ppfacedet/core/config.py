@@ -40,6 +40,7 @@ TOP_LEVEL_KEYS = {
     "synthetic": "settings of the synthetic face generator (demo configs)",
     "export": "export settings (NMS in graph, program format)",
     "quant": "quantization-aware-training overlay settings",
+    "int8": "post-training INT8 settings (tools/quant.py): conv groups the QDQ ONNX leaves in float",
     "metric": "evaluation metric and the setting that picks best_model",
     "amp": "mixed precision on GPU (a no-op on CPU)",
     "cpu_threads": "CPU math threads per training process (0: the usable cores shared by the node's processes)",

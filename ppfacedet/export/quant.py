@@ -35,11 +35,12 @@ import tempfile
 
 import yaml
 
+from ..core.config import read_section
 from ..core.errors import PPFaceDetError
 from .child import run_module
 from .to_onnx import convert_to_onnx
 from .equalize import equalize_ranges
-from .qdq_onnx import QDQ_OPSET, quantize_onnx
+from .qdq_onnx import CALIBRATIONS, DEFAULT_CALIBRATION, DEFAULT_ONNX_SKIP, QDQ_OPSET, quantize_onnx
 from .quant_groups import SKIP_GROUPS, choose_convs, parse_skip
 from .weight_grid import snap_signed_input_convs
 
@@ -52,8 +53,11 @@ QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d")
 # (easy / medium / hard), and leaving only the depthwise convs in float still
 # drops its medium AP by 1.2-1.6 (onnxruntime QDQ and oneDNN int8 alike).
 # With the ranges equalized and the stem and output convs in float too, its
-# QDQ ONNX loses 0.21 / 0.77 / 0.41.
+# QDQ ONNX (percentile activation ranges, see qdq_onnx.py) loses 0.60 / 0.39 / 0.66.
 DEFAULT_SKIP = "depthwise,first,outputs"
+# A config's ``int8`` section; a family whose int8 chains lose accuracy names more float groups
+# or another way to set the QDQ ONNX's activation ranges.
+INT8_DEFAULTS = {"onnx_skip": DEFAULT_ONNX_SKIP, "onnx_calibration": DEFAULT_CALIBRATION}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 PROGRAM = "model.pdmodel"
 PARAMS = "model.pdiparams"
@@ -234,10 +238,14 @@ def _cpu_place():
     return paddle.CPUPlace()
 
 
-def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP):
+def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", skip=DEFAULT_SKIP,
+                            onnx_skip=DEFAULT_ONNX_SKIP, onnx_calibration=DEFAULT_CALIBRATION):
     """Quantize an old-format fp32 export in this process (which must have
     been started with ``FLAGS_enable_pir_api=0``); writes program, params and
-    an ``infer_cfg.yml`` with ``precision: int8`` into ``output_dir``."""
+    an ``infer_cfg.yml`` with ``precision: int8`` into ``output_dir``. ``skip``
+    and ``onnx_skip`` name the conv groups left in float in the Paddle program
+    and in the QDQ ONNX, ``onnx_calibration`` how the latter's activation
+    ranges are set."""
     import paddle
     if paddle.framework.use_pir_api():
         raise PPFaceDetError("quantize_exported_model needs FLAGS_enable_pir_api=0 set before paddle is "
@@ -279,7 +287,7 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
             batch_nums=len(calib_paths), algo=algo, onnx_format=True,
             quantizable_op_type=list(QUANTIZABLE_OPS),
             skip_tensor_list=skip_weights or None)
-        quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, skip)
+        quantize_onnx(fp32_onnx, os.path.join(output_dir, ONNX), batches, onnx_skip, onnx_calibration)
     infer_cfg.update(program=PROGRAM, params=PARAMS, onnx=ONNX, precision="int8",
                      quantization={"method": "post_static", "algo": algo, "calib_images": len(calib_paths),
                                    "float_convs": len(skip_weights), "seven_bit_convs": seven_bit})
@@ -288,13 +296,19 @@ def quantize_exported_model(fp32_dir, output_dir, calib_paths, algo="abs_max", s
     return output_dir
 
 
-def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_max", skip=DEFAULT_SKIP):
+def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_max", skip=DEFAULT_SKIP,
+                   onnx_skip=None, onnx_calibration=None):
     """Dygraph model -> INT8 folder ``output_dir/<cfg.name>`` (model.pdmodel,
     model.pdiparams, infer_cfg.yml with ``precision: int8``)."""
     from .static import export_inference_model
     if algo not in ALGOS:
         raise PPFaceDetError(f"--algo '{algo}' is not one of {', '.join(ALGOS)}")
-    skip = ",".join(parse_skip(skip))
+    section = read_section(cfg, "int8", INT8_DEFAULTS)
+    onnx_skip = section["onnx_skip"] if onnx_skip is None else onnx_skip
+    onnx_calibration = section["onnx_calibration"] if onnx_calibration is None else onnx_calibration
+    if onnx_calibration not in CALIBRATIONS:
+        raise PPFaceDetError(f"int8.onnx_calibration '{onnx_calibration}' is not one of {', '.join(CALIBRATIONS)}")
+    skip, onnx_skip = ",".join(parse_skip(skip)), ",".join(parse_skip(onnx_skip))
     paths = calibration_images(calib_dir, calib_num)
     folder = os.path.join(output_dir, cfg.name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,7 +319,8 @@ def quantize_model(cfg, model, calib_dir, output_dir, calib_num=32, algo="abs_ma
         if os.path.isdir(folder):
             shutil.rmtree(folder)
         run_in_legacy_process(["--fp32_dir", fp32_dir, "--output_dir", folder, "--calib_list", list_file,
-                               "--algo", algo, "--skip", skip])
+                               "--algo", algo, "--skip", skip, "--onnx_skip", onnx_skip,
+                               "--onnx_calibration", onnx_calibration])
     return folder
 
 
@@ -323,10 +338,14 @@ def main(argv=None):
     parser.add_argument("--algo", default="abs_max", choices=ALGOS)
     parser.add_argument("--skip", default=DEFAULT_SKIP,
                         help=f"convs left in float, comma-separated among {', '.join(SKIP_GROUPS)}")
+    parser.add_argument("--onnx_skip", default=DEFAULT_ONNX_SKIP, help="the same for the QDQ ONNX")
+    parser.add_argument("--onnx_calibration", default=DEFAULT_CALIBRATION, choices=CALIBRATIONS,
+                        help="how the QDQ ONNX's activation ranges are set")
     args = parser.parse_args(argv)
     with open(args.calib_list) as f:
         paths = [line.strip() for line in f if line.strip()]
-    print(quantize_exported_model(args.fp32_dir, args.output_dir, paths, args.algo, args.skip))
+    print(quantize_exported_model(args.fp32_dir, args.output_dir, paths, args.algo, args.skip, args.onnx_skip,
+                                  args.onnx_calibration))
 
 
 if __name__ == "__main__":
