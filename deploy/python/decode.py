@@ -15,7 +15,6 @@ Everything comes from ``infer_cfg.yml``: ``decode`` (kind and parameters),
 
 Rows are ordered (y, x, anchor). All decoded values are network-input pixels.
 """
-import cv2
 import numpy as np
 
 
@@ -84,10 +83,15 @@ def _check_rows(name, array, expected):
                          "Was infer_cfg.yml written for this model?")
 
 
-def _gather(arrays, index, rows, starts):
-    """Rows (ascending, counted over the concatenation) of per-stride arrays [N, M_s, C] of image ``index``."""
-    parts = np.split(rows, np.searchsorted(rows, starts[1:]))
-    return np.concatenate([array[index, part - start] for array, part, start in zip(arrays, parts, starts)])
+def _stride_rows(rows, starts):
+    """Rows counted over the concatenation of the strides (ascending) -> each stride's own row numbers."""
+    bounds = np.searchsorted(rows, starts[1:]).tolist()
+    return [rows[lo:hi] - start for lo, hi, start in zip([0] + bounds, bounds + [len(rows)], starts.tolist())]
+
+
+def _gather(arrays, index, parts):
+    """Image ``index``'s rows ``parts`` (from ``_stride_rows``) of per-stride arrays [N, M_s, C], concatenated."""
+    return np.concatenate([array[index, part] for array, part in zip(arrays, parts)])
 
 
 class Retina:
@@ -145,14 +149,13 @@ class Distance:
 
     @staticmethod
     def rows(cfg, outputs, anchors, index, rows):
-        points, strides, starts = anchors[0][rows], anchors[1][rows], anchors[2]
-        d = _gather([outputs[f"bbox_{s}"] for s in cfg["strides"]], index, rows, starts) * strides
-        x, y = points[:, 0], points[:, 1]
-        boxes = np.stack([x - d[:, 0], y - d[:, 1], x + d[:, 2], y + d[:, 3]], axis=-1)
+        points, strides, parts = anchors[0][rows], anchors[1][rows], _stride_rows(rows, anchors[2])
+        d = _gather([outputs[f"bbox_{s}"] for s in cfg["strides"]], index, parts) * strides
+        boxes = np.concatenate([points - d[:, :2], points + d[:, 2:]], axis=1)
         if not cfg.get("has_kps"):
             return boxes, None
-        offsets = _gather([outputs[f"kps_{s}"] for s in cfg["strides"]], index, rows, starts) * strides
-        return boxes, offsets + np.tile(points, offsets.shape[-1] // 2)
+        offsets = _gather([outputs[f"kps_{s}"] for s in cfg["strides"]], index, parts) * strides
+        return boxes, (offsets.reshape(len(rows), offsets.shape[1] // 2, 2) + points[:, None]).reshape(offsets.shape)
 
 
 class YuNet:
@@ -173,13 +176,13 @@ class YuNet:
 
     @staticmethod
     def rows(cfg, outputs, anchors, index, rows):
-        names, points, strides, starts = cfg["outputs"], anchors[0][rows], anchors[1][rows], anchors[2]
-        deltas = _gather([outputs[n] for n in names["box"]], index, rows, starts)
+        names, points, strides, parts = cfg["outputs"], anchors[0][rows], anchors[1][rows], _stride_rows(rows, anchors[2])
+        deltas = _gather([outputs[n] for n in names["box"]], index, parts)
         centres = points + deltas[:, :2] * strides
         half = np.exp(deltas[:, 2:]) * strides / 2
         boxes = np.concatenate([centres - half, centres + half], axis=-1)
         k = cfg.get("num_keypoints", 5)
-        kps = _gather([outputs[n] for n in names["kps"]], index, rows, starts)
+        kps = _gather([outputs[n] for n in names["kps"]], index, parts)
         return boxes, kps * np.tile(strides, 2 * k) + np.tile(points, k)
 
 
@@ -188,19 +191,21 @@ KINDS = {"retina": Retina, "distance": Distance, "yunet": YuNet}
 
 # ---------------------------------------------------------------------- selection
 def nms(boxes, scores, iou_threshold):
-    """Indices kept by greedy NMS, highest score first (IoU > threshold suppresses).
+    """Indices kept by greedy NMS, highest score first (IoU > threshold
+    suppresses; equal scores keep their order).
 
-    OpenCV's NMSBoxes runs the same greedy loop in C++ (about 30x numpy's at a
-    few hundred kept boxes). It is fed each box's rank rather than its score,
-    so ties keep the stable order and no score falls to its score threshold.
-    Its rectangles treat a negative width or height unlike the corner formula,
-    so boxes with one (random weights decode such) take the numpy loop."""
+    Boxes of positive size take the pairwise route: only the pairs that
+    overlap are examined (vectorised), with OpenCV's NMSBoxes arithmetic
+    (IoU in float64 from (x, y, w, h), compared as float32), which this
+    replaces: its C++ loop tests every box against every kept one, and costs
+    more than all of the other postprocessing at a VGA photo's few hundred
+    boxes. Boxes with a negative width or height (random weights decode such)
+    take a loop over the corner formula."""
     order = np.argsort(-scores, kind="stable")
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    if (xywh[:, 2:] > 0).all():
-        ranks = np.empty(len(order), np.float32)
-        ranks[order] = np.arange(len(order), 0, -1, dtype=np.float32)
-        return np.asarray(cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold)), np.int64).reshape(-1)
+    corners = boxes[order]
+    sizes = corners[:, 2:] - corners[:, :2]
+    if (sizes > 0).all():
+        return order[_greedy(len(order), *_suppressing_pairs(corners[:, :2], sizes, iou_threshold))]
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     keep = []
@@ -214,6 +219,47 @@ def nms(boxes, scores, iou_threshold):
         iou = inter / (areas[i] + areas[rest] - inter)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, np.int64)
+
+
+def _suppressing_pairs(origins, sizes, iou_threshold):
+    """Boxes (x, y) ``origins`` and positive (w, h) ``sizes``, in rank order ->
+    (higher, lower): the rank pairs whose IoU exceeds the threshold.
+
+    Sorted by left edge, each box meets the boxes that start after it and
+    before its right edge: every pair overlapping in x, once."""
+    by_left = np.argsort(origins[:, 0], kind="stable")
+    x1, y1 = origins[by_left].T.astype(np.float64)
+    w, h = sizes[by_left].T.astype(np.float64)
+    x2, y2 = x1 + w, y1 + h
+    counts = np.searchsorted(x1, x2) - np.arange(1, len(x1) + 1)
+    a = np.repeat(np.arange(len(x1)), counts)
+    b = np.arange(len(a)) + np.repeat(np.arange(1, len(x1) + 1) - (np.cumsum(counts) - counts), counts)
+    inter_h = np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b])
+    meet = inter_h > 0
+    a, b, inter_h = a[meet], b[meet], inter_h[meet]
+    inter = (np.minimum(x2[a], x2[b]) - x1[b]) * inter_h
+    areas = w * h
+    overlap = np.float32(1) - (1.0 - inter / (areas[a] + areas[b] - inter)).astype(np.float32)
+    over = overlap > np.float32(iou_threshold)
+    a, b = by_left[a[over]], by_left[b[over]]
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def _greedy(count, higher, lower):
+    """The ranks greedy NMS keeps, ascending, given which rank pairs suppress
+    (``higher`` removes ``lower`` when kept). Each round keeps the boxes whose
+    suppressors are all removed, then removes what they suppress: the best
+    undecided box is decided every round, and the pairs usually run in a few."""
+    kept, removed = np.zeros(count, bool), np.zeros(count, bool)
+    while True:
+        blocked = np.zeros(count, bool)
+        blocked[lower[~removed[higher]]] = True
+        kept |= ~blocked & ~removed
+        removed[lower[kept[higher]]] = True
+        open_pairs = ~(kept | removed)[lower]
+        if not open_pairs.any():
+            return np.flatnonzero(kept)
+        higher, lower = higher[open_pairs], lower[open_pairs]
 
 
 def select(boxes, scores, landmarks, scale, score_threshold=0.02, nms_threshold=0.4, pre_nms_top_k=5000,
