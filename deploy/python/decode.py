@@ -225,23 +225,36 @@ def _suppressing_pairs(origins, sizes, iou_threshold):
     """Boxes (x, y) ``origins`` and positive (w, h) ``sizes``, in rank order ->
     (higher, lower): the rank pairs whose IoU exceeds the threshold.
 
-    Sorted by left edge, each box meets the boxes that start after it and
-    before its right edge: every pair overlapping in x, once."""
-    by_left = np.argsort(origins[:, 0], kind="stable")
-    x1, y1 = origins[by_left].T.astype(np.float64)
-    w, h = sizes[by_left].T.astype(np.float64)
+    Only pairs that overlap in x are examined, found by sweeps along x. An
+    IoU above t also needs widths within a factor 1/t, so the boxes go into
+    width classes a little wider than that, laid side by side along one axis
+    (class c shifted by c * span): a box then meets the boxes of its own
+    class that start after it and before its right edge, and the boxes of
+    each neighbouring class that start within it. The shifted positions may
+    round; the windows are widened for that, and the extra pairs only cost
+    their IoU."""
+    x1, y1 = origins.T.astype(np.float64)
+    w, h = sizes.T.astype(np.float64)
     x2, y2 = x1 + w, y1 + h
-    counts = np.searchsorted(x1, x2) - np.arange(1, len(x1) + 1)
-    a = np.repeat(np.arange(len(x1)), counts)
-    b = np.arange(len(a)) + np.repeat(np.arange(1, len(x1) + 1) - (np.cumsum(counts) - counts), counts)
+    classes = np.floor(np.log(w) / np.log(1.01 / min(max(float(iou_threshold), 0.01), 0.99)))
+    span = 2.0 ** np.ceil(np.log2(x2.max() - x1.min() + 1))
+    left = x1 - x1.min() + classes * span
+    order = np.argsort(left, kind="stable")
+    left, right, margin = left[order], left[order] + w[order], span * 1e-9
+    starts = np.concatenate([np.arange(1, len(left) + 1), np.searchsorted(left, left + span - margin),
+                             np.searchsorted(left, left - span - margin)])
+    ends = np.searchsorted(left, np.concatenate([right + margin, right + span + margin, right - span + margin]))
+    counts = np.maximum(ends - starts, 0)
+    a = order[np.repeat(np.tile(np.arange(len(left)), 3), counts)]
+    b = order[np.arange(counts.sum()) + np.repeat(starts - (np.cumsum(counts) - counts), counts)]
+    inter_w = np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b])
     inter_h = np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b])
-    meet = inter_h > 0
-    a, b, inter_h = a[meet], b[meet], inter_h[meet]
-    inter = (np.minimum(x2[a], x2[b]) - x1[b]) * inter_h
+    meet = (inter_w > 0) & (inter_h > 0)
+    a, b, inter = a[meet], b[meet], inter_w[meet] * inter_h[meet]
     areas = w * h
     overlap = np.float32(1) - (1.0 - inter / (areas[a] + areas[b] - inter)).astype(np.float32)
     over = overlap > np.float32(iou_threshold)
-    a, b = by_left[a[over]], by_left[b[over]]
+    a, b = a[over], b[over]
     return np.minimum(a, b), np.maximum(a, b)
 
 
