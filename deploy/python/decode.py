@@ -15,6 +15,7 @@ Everything comes from ``infer_cfg.yml``: ``decode`` (kind and parameters),
 
 Rows are ordered (y, x, anchor). All decoded values are network-input pixels.
 """
+import cv2
 import numpy as np
 
 
@@ -191,21 +192,22 @@ KINDS = {"retina": Retina, "distance": Distance, "yunet": YuNet}
 
 # ---------------------------------------------------------------------- selection
 def nms(boxes, scores, iou_threshold):
-    """Indices kept by greedy NMS, highest score first (IoU > threshold
-    suppresses; equal scores keep their order).
+    """Indices kept by greedy NMS, highest score first (IoU > threshold suppresses).
 
-    Boxes of positive size take the pairwise route: only the pairs that
-    overlap are examined (vectorised), with OpenCV's NMSBoxes arithmetic
-    (IoU in float64 from (x, y, w, h), compared as float32), which this
-    replaces: its C++ loop tests every box against every kept one, and costs
-    more than all of the other postprocessing at a VGA photo's few hundred
-    boxes. Boxes with a negative width or height (random weights decode such)
-    take a loop over the corner formula."""
+    OpenCV's NMSBoxes runs the same greedy loop in C++ (about 30x numpy's at a
+    few hundred kept boxes). It is fed each box's rank rather than its score,
+    so ties keep the stable order and no score falls to its score threshold.
+    The boxes go in as a list: OpenCV's binding reads a float32 array element
+    by element, several times slower than the NMS itself at a VGA photo's
+    hundred boxes. Its rectangles treat a negative width or height unlike the
+    corner formula, so boxes with one (random weights decode such) take the
+    numpy loop."""
     order = np.argsort(-scores, kind="stable")
-    corners = boxes[order]
-    sizes = corners[:, 2:] - corners[:, :2]
-    if (sizes > 0).all():
-        return order[_greedy(len(order), *_suppressing_pairs(corners[:, :2], sizes, iou_threshold))]
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    if (xywh[:, 2:] > 0).all():
+        ranks = np.empty(len(order), np.float32)
+        ranks[order] = np.arange(len(order), 0, -1, dtype=np.float32)
+        return np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), ranks, 0.0, float(iou_threshold)), np.int64).reshape(-1)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     keep = []
@@ -219,60 +221,6 @@ def nms(boxes, scores, iou_threshold):
         iou = inter / (areas[i] + areas[rest] - inter)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, np.int64)
-
-
-def _suppressing_pairs(origins, sizes, iou_threshold):
-    """Boxes (x, y) ``origins`` and positive (w, h) ``sizes``, in rank order ->
-    (higher, lower): the rank pairs whose IoU exceeds the threshold.
-
-    Only pairs that overlap in x are examined, found by sweeps along x. An
-    IoU above t also needs widths within a factor 1/t, so the boxes go into
-    width classes a little wider than that, laid side by side along one axis
-    (class c shifted by c * span): a box then meets the boxes of its own
-    class that start after it and before its right edge, and the boxes of
-    each neighbouring class that start within it. The shifted positions may
-    round; the windows are widened for that, and the extra pairs only cost
-    their IoU."""
-    x1, y1 = origins.T.astype(np.float64)
-    w, h = sizes.T.astype(np.float64)
-    x2, y2 = x1 + w, y1 + h
-    classes = np.floor(np.log(w) / np.log(1.01 / min(max(float(iou_threshold), 0.01), 0.99)))
-    span = 2.0 ** np.ceil(np.log2(x2.max() - x1.min() + 1))
-    left = x1 - x1.min() + classes * span
-    order = np.argsort(left, kind="stable")
-    left, right, margin = left[order], left[order] + w[order], span * 1e-9
-    starts = np.concatenate([np.arange(1, len(left) + 1), np.searchsorted(left, left + span - margin),
-                             np.searchsorted(left, left - span - margin)])
-    ends = np.searchsorted(left, np.concatenate([right + margin, right + span + margin, right - span + margin]))
-    counts = np.maximum(ends - starts, 0)
-    a = order[np.repeat(np.tile(np.arange(len(left)), 3), counts)]
-    b = order[np.arange(counts.sum()) + np.repeat(starts - (np.cumsum(counts) - counts), counts)]
-    inter_w = np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b])
-    inter_h = np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b])
-    meet = (inter_w > 0) & (inter_h > 0)
-    a, b, inter = a[meet], b[meet], inter_w[meet] * inter_h[meet]
-    areas = w * h
-    overlap = np.float32(1) - (1.0 - inter / (areas[a] + areas[b] - inter)).astype(np.float32)
-    over = overlap > np.float32(iou_threshold)
-    a, b = a[over], b[over]
-    return np.minimum(a, b), np.maximum(a, b)
-
-
-def _greedy(count, higher, lower):
-    """The ranks greedy NMS keeps, ascending, given which rank pairs suppress
-    (``higher`` removes ``lower`` when kept). Each round keeps the boxes whose
-    suppressors are all removed, then removes what they suppress: the best
-    undecided box is decided every round, and the pairs usually run in a few."""
-    kept, removed = np.zeros(count, bool), np.zeros(count, bool)
-    while True:
-        blocked = np.zeros(count, bool)
-        blocked[lower[~removed[higher]]] = True
-        kept |= ~blocked & ~removed
-        removed[lower[kept[higher]]] = True
-        open_pairs = ~(kept | removed)[lower]
-        if not open_pairs.any():
-            return np.flatnonzero(kept)
-        higher, lower = higher[open_pairs], lower[open_pairs]
 
 
 def select(boxes, scores, landmarks, scale, score_threshold=0.02, nms_threshold=0.4, pre_nms_top_k=5000,
