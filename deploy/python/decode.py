@@ -177,7 +177,8 @@ class YuNet:
 
     @staticmethod
     def rows(cfg, outputs, anchors, index, rows):
-        names, points, strides, parts = cfg["outputs"], anchors[0][rows], anchors[1][rows], _stride_rows(rows, anchors[2])
+        names, points, strides = cfg["outputs"], anchors[0][rows], anchors[1][rows]
+        parts = _stride_rows(rows, anchors[2])
         deltas = _gather([outputs[n] for n in names["box"]], index, parts)
         centres = points + deltas[:, :2] * strides
         half = np.exp(deltas[:, 2:]) * strides / 2
