@@ -84,10 +84,15 @@ def _check_rows(name, array, expected):
                          "Was infer_cfg.yml written for this model?")
 
 
-def _gather(arrays, index, rows, starts):
-    """Rows (ascending, counted over the concatenation) of per-stride arrays [N, M_s, C] of image ``index``."""
-    parts = np.split(rows, np.searchsorted(rows, starts[1:]))
-    return np.concatenate([array[index, part - start] for array, part, start in zip(arrays, parts, starts)])
+def _stride_rows(rows, starts):
+    """Rows counted over the concatenation of the strides (ascending) -> each stride's own row numbers."""
+    bounds = np.searchsorted(rows, starts[1:]).tolist()
+    return [rows[lo:hi] - start for lo, hi, start in zip([0] + bounds, bounds + [len(rows)], starts.tolist())]
+
+
+def _gather(arrays, index, parts):
+    """Image ``index``'s rows ``parts`` (from ``_stride_rows``) of per-stride arrays [N, M_s, C], concatenated."""
+    return np.concatenate([array[index, part] for array, part in zip(arrays, parts)])
 
 
 class Retina:
@@ -145,14 +150,13 @@ class Distance:
 
     @staticmethod
     def rows(cfg, outputs, anchors, index, rows):
-        points, strides, starts = anchors[0][rows], anchors[1][rows], anchors[2]
-        d = _gather([outputs[f"bbox_{s}"] for s in cfg["strides"]], index, rows, starts) * strides
-        x, y = points[:, 0], points[:, 1]
-        boxes = np.stack([x - d[:, 0], y - d[:, 1], x + d[:, 2], y + d[:, 3]], axis=-1)
+        points, strides, parts = anchors[0][rows], anchors[1][rows], _stride_rows(rows, anchors[2])
+        d = _gather([outputs[f"bbox_{s}"] for s in cfg["strides"]], index, parts) * strides
+        boxes = np.concatenate([points - d[:, :2], points + d[:, 2:]], axis=1)
         if not cfg.get("has_kps"):
             return boxes, None
-        offsets = _gather([outputs[f"kps_{s}"] for s in cfg["strides"]], index, rows, starts) * strides
-        return boxes, offsets + np.tile(points, offsets.shape[-1] // 2)
+        offsets = _gather([outputs[f"kps_{s}"] for s in cfg["strides"]], index, parts) * strides
+        return boxes, (offsets.reshape(len(rows), offsets.shape[1] // 2, 2) + points[:, None]).reshape(offsets.shape)
 
 
 class YuNet:
@@ -173,13 +177,14 @@ class YuNet:
 
     @staticmethod
     def rows(cfg, outputs, anchors, index, rows):
-        names, points, strides, starts = cfg["outputs"], anchors[0][rows], anchors[1][rows], anchors[2]
-        deltas = _gather([outputs[n] for n in names["box"]], index, rows, starts)
+        names, points, strides = cfg["outputs"], anchors[0][rows], anchors[1][rows]
+        parts = _stride_rows(rows, anchors[2])
+        deltas = _gather([outputs[n] for n in names["box"]], index, parts)
         centres = points + deltas[:, :2] * strides
         half = np.exp(deltas[:, 2:]) * strides / 2
         boxes = np.concatenate([centres - half, centres + half], axis=-1)
         k = cfg.get("num_keypoints", 5)
-        kps = _gather([outputs[n] for n in names["kps"]], index, rows, starts)
+        kps = _gather([outputs[n] for n in names["kps"]], index, parts)
         return boxes, kps * np.tile(strides, 2 * k) + np.tile(points, k)
 
 
@@ -193,14 +198,17 @@ def nms(boxes, scores, iou_threshold):
     OpenCV's NMSBoxes runs the same greedy loop in C++ (about 30x numpy's at a
     few hundred kept boxes). It is fed each box's rank rather than its score,
     so ties keep the stable order and no score falls to its score threshold.
-    Its rectangles treat a negative width or height unlike the corner formula,
-    so boxes with one (random weights decode such) take the numpy loop."""
+    The boxes go in as a list: OpenCV's binding reads a float32 array element
+    by element, several times slower than the NMS itself at a VGA photo's
+    hundred boxes. Its rectangles treat a negative width or height unlike the
+    corner formula, so boxes with one (random weights decode such) take the
+    numpy loop."""
     order = np.argsort(-scores, kind="stable")
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     if (xywh[:, 2:] > 0).all():
         ranks = np.empty(len(order), np.float32)
         ranks[order] = np.arange(len(order), 0, -1, dtype=np.float32)
-        return np.asarray(cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold)), np.int64).reshape(-1)
+        return np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), ranks, 0.0, float(iou_threshold)), np.int64).reshape(-1)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     keep = []

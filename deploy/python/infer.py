@@ -96,12 +96,13 @@ class FaceDetector:
 
     def input_buffer(self, shape):
         """A reused [N,3,H,W] input per shape (a video or a folder of one size
-        repeats it); the engines copy their input, so one call's data never
+        repeats it) and, per slot, the image area its padding surrounds (None:
+        unknown). The engines copy their input, so one call's data never
         outlives the next."""
         if shape not in self.input_buffers:
             if len(self.input_buffers) >= 4:
                 self.input_buffers.pop(next(iter(self.input_buffers)))
-            self.input_buffers[shape] = np.empty(shape, np.float32)
+            self.input_buffers[shape] = np.empty(shape, np.float32), [None] * shape[0]
         return self.input_buffers[shape]
 
     def __call__(self, images):
@@ -116,8 +117,12 @@ class FaceDetector:
         results = [None] * len(images)
         for (height, width), indices in groups.items():
             start = time.perf_counter()
-            batch = self.input_buffer((len(indices), 3, height, width))
-            scales = [self.preprocess.into(images[i], slot) for i, slot in zip(indices, batch)]
+            batch, areas = self.input_buffer((len(indices), 3, height, width))
+            scales = []
+            for slot, i in enumerate(indices):
+                padded, areas[slot] = areas[slot], None  # unknown until this image is in
+                scale, areas[slot] = self.preprocess.into(images[i], batch[slot], padded)
+                scales.append(scale)
             self.timer.add("preprocess", start)
             start = time.perf_counter()
             outputs = self.engine(batch, np.asarray(scales, np.float32))

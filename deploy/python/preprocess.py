@@ -7,14 +7,19 @@ steps as ppfacedet/data/preprocess.py: InputPolicy).
              square, zero padding.
 Then channel order (BGR or RGB), CHW float32, (x - mean) / std.
 
-Speed (about 10x cv2.dnn.blobFromImage at 640x480): the image is never
-copied onto a padded canvas. Each channel plane is normalised straight into
-its place in the network input, and only the padding strips are filled with
-the value a zero pixel gets. Normalisation is one multiply-add per pixel
-(``cv2.addWeighted``) where that reproduces the reference expression for all
-256 pixel values (mean and std of the usual kinds: std a power of two), else
-a lookup in a 256-entry table filled from it (``cv2.LUT``, 1.7x slower): exact
-either way.
+Speed (per VGA photo into SCRFD's 640x640 input, measured on 2 AVX2 cores
+right after the network ran, as in a real call; about 10x
+cv2.dnn.blobFromImage): the image is never copied onto a padded canvas. It is
+split into reused uint8 planes (a fresh allocation costs page faults on every
+call), and each plane is normalised straight into its place in the network
+input. The padding gets the value a zero pixel gets, and only when the area
+the image fills changed: ``into`` leaves it in place for the next image of
+the same layout (a video, a folder of one size). Normalisation is one
+multiply-add per pixel (``cv2.addWeighted``) where that reproduces the
+reference expression for all 256 pixel values (mean and std of the usual
+kinds: std a power of two), else a lookup in a 256-entry table filled from it
+(``cv2.LUT``, 1.15x slower here while onnxruntime's threads still spin after
+a run): exact either way.
 """
 import cv2
 import numpy as np
@@ -34,12 +39,13 @@ class Preprocess:
         self.channel_order = settings.get("channel_order", "BGR")
         if self.channel_order not in ("BGR", "RGB"):
             raise ValueError(f"infer_cfg.yml input.channel_order '{self.channel_order}' must be BGR or RGB")
-        # Model channel c reads BGR plane source_planes[c]; tables[c][v] is its value for pixel value v.
+        # Model channel c reads BGR plane source_planes[c]; tables[c][0, v] is its value for pixel value v.
         self.source_planes = (2, 1, 0) if self.channel_order == "RGB" else (0, 1, 2)
         values = np.arange(256, dtype=np.float32)
         self.tables = [((values - self.mean[c]) / self.std[c]).astype(np.float32).reshape(1, 256) for c in range(3)]
         ramp = np.arange(256, dtype=np.uint8).reshape(1, 256)
         self.affine = all(np.array_equal(self._normalise(ramp, c, True), self.tables[c]) for c in range(3))
+        self.scratch = np.empty(0, np.uint8)
 
     def layout(self, image_hw):
         """-> ((H, W) of the network input, (h, w) the image fills in its top-left, scale (sx, sy))."""
@@ -55,18 +61,26 @@ class Preprocess:
             return (-(-h // m) * m, -(-w // m) * m), (h, w), (1.0, 1.0)
         return (h, w), (h, w), (1.0, 1.0)
 
-    def into(self, image, out):
-        """BGR uint8 [h,w,3] -> ``out`` [3,H,W] float32 (shape from ``layout``); returns the scale (sx, sy)."""
+    def into(self, image, out, padded_area=None):
+        """BGR uint8 [h,w,3] -> ``out`` [3,H,W] float32 (shape from ``layout``).
+        ``padded_area``: the image area ``out`` already holds the padding
+        around (what this returned for the previous image written into it);
+        the padding is written only when the area differs.
+        -> (scale (sx, sy), (h, w) of the area the image fills)."""
         _, (nh, nw), scale = self.layout(image.shape[:2])
+        area = nh * nw
+        scratch = self._scratch(6 * area)  # the resized image, then its three planes
         if image.shape[:2] != (nh, nw):
-            image = cv2.resize(image, (nw, nh))
-        planes = cv2.split(image)
+            image = cv2.resize(image, (nw, nh), dst=scratch[:3 * area].reshape(nh, nw, 3))
+        planes = cv2.split(image, [scratch[(3 + c) * area:(4 + c) * area].reshape(nh, nw) for c in range(3)])
         for c, source in enumerate(self.source_planes):
             self._normalise(planes[source], c, self.affine, out[c, :nh, :nw])
-            pad = self.tables[c][0, 0]
-            out[c, nh:] = pad
-            out[c, :nh, nw:] = pad
-        return scale
+        if padded_area != (nh, nw):
+            for c in range(3):
+                pad = self.tables[c][0, 0]
+                out[c, nh:] = pad
+                out[c, :nh, nw:] = pad
+        return scale, (nh, nw)
 
     def _normalise(self, plane, c, affine, dst=None):
         """uint8 plane -> float32 (x - mean[c]) / std[c], into ``dst`` when given."""
@@ -75,8 +89,14 @@ class Preprocess:
             return cv2.addWeighted(plane, scale, plane, 0.0, -float(self.mean[c]) * scale, dst=dst, dtype=cv2.CV_32F)
         return cv2.LUT(plane, self.tables[c], dst=dst)
 
+    def _scratch(self, size):
+        """A reused uint8 buffer of at least ``size`` bytes (a fresh one costs page faults on every call)."""
+        if len(self.scratch) < size:
+            self.scratch = np.empty(size, np.uint8)
+        return self.scratch
+
     def __call__(self, image):
         """BGR uint8 [H,W,3] -> (CHW float32, scale (sx, sy))."""
         (height, width), _, _ = self.layout(image.shape[:2])
         out = np.empty((3, height, width), np.float32)
-        return out, self.into(image, out)
+        return out, self.into(image, out)[0]
