@@ -18,8 +18,8 @@ the same layout (a video, a folder of one size). Normalisation is one
 multiply-add per pixel (``cv2.addWeighted``) where that reproduces the
 reference expression for all 256 pixel values (mean and std of the usual
 kinds: std a power of two), else a lookup in a 256-entry table filled from it
-(``cv2.LUT``, 1.15x slower here while onnxruntime's threads still spin after
-a run): exact either way.
+(``cv2.LUT``, 1.15x slower here right after a network run): exact either
+way.
 """
 import cv2
 import numpy as np
