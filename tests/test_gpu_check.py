@@ -15,7 +15,8 @@ from deploy_support import exported, photos
 from ppfacedet.compare.agreement import compare_detections, compare_runs
 from tiny import ROOT
 
-sys.path.insert(0, str(ROOT / "tools"))
+# appended, not inserted first: tools/infer.py must not shadow deploy/python/infer.py
+sys.path.append(str(ROOT / "tools"))
 import gpu_check  # noqa: E402
 import gpu_check_train  # noqa: E402
 

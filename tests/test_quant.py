@@ -77,7 +77,8 @@ def test_ptq_int8_keeps_ap_within_one_point(exports, name):
     and the QDQ ONNX under onnxruntime."""
     import onnx
     import yaml
-    sys.path.insert(0, str(ROOT / "tools"))
+    # appended, not inserted first: tools/infer.py must not shadow deploy/python/infer.py
+    sys.path.append(str(ROOT / "tools"))
     from eval_onnx import evaluate_onnx
     fp32_dir, int8_dir = exports(name)
     with open(os.path.join(int8_dir, "infer_cfg.yml")) as f:

@@ -12,7 +12,8 @@ from ppfacedet.search.ddsar import ddsar_score, stage_scores
 from ppfacedet.search.evolution import VGA_PIXELS, SearchConfig, search
 from ppfacedet.search.space import SEEDS, block_choices, mutate, split_deep_blocks
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+# appended, not inserted first: tools/infer.py must not shadow deploy/python/infer.py
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tools"))
 import search as search_tool  # noqa: E402  (tools/search.py)
 
 # Published DamoFD backbones and the seeds their searches started from.
