@@ -17,6 +17,9 @@ The Paddle program keeps the forms Paddle Inference's oneDNN needs (DESIGN.md);
                        then a Split back into the original tensors: one pass
                        over the input instead of three, and output channels
                        padded to the engine's block (8) once instead of per conv.
+  merge_split_depthwise  a channel Split whose parts each go through a
+                       depthwise conv of one geometry (YuNet's heads, after the
+                       stacking above) becomes one depthwise conv, then the Split.
 
 ``optimize`` applies them in that order and keeps graph inputs, outputs and
 their names (the deploy contract) unchanged.
