@@ -158,7 +158,7 @@ def latency(detector, images, repeats):
     for batch in LATENCY_BATCHES:
         feed = np.repeat(tensor[None], batch, axis=0)
         scales = np.repeat(np.asarray([scale], np.float32), batch, axis=0)
-        times = time_calls(lambda: detector.predictor(feed, scales), repeats, WARMUP)
+        times = time_calls(lambda: detector.engine(feed, scales), repeats, WARMUP)
         result[batch] = statistics.median(times) / batch
     return result
 
