@@ -73,6 +73,31 @@ def test_numpy_decoder_and_selection_equal_the_library(name):
             np.testing.assert_allclose(got["landmarks"], expected[i]["landmarks"], atol=1e-3)
 
 
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_candidates_are_the_decoded_rows_above_the_threshold(name):
+    """The deploy path decodes only the rows above the threshold, stride by
+    stride: it must give exactly those rows of the full decode, also when a
+    threshold leaves a single row or none."""
+    cfg, model, _ = family(name)
+    info = settings_of(name)
+    height, width = (96, 160) if info["input"]["pad_multiple"] else (97, 150)
+    with paddle.no_grad():
+        outputs = {n: t.numpy() for n, t in model.deploy_outputs(random_raw(model, height, width, seed=3))}
+    decoder = np_decode.Decoder(info)
+    boxes, scores, landmarks = decoder(outputs, (height, width))
+    ranked = np.sort(scores[1])
+    for threshold in (ranked[len(ranked) // 2], ranked[-2], ranked[-1]):
+        rows = np.flatnonzero(scores[1] > threshold)
+        got_boxes, got_scores, got_landmarks = decoder.candidates(outputs, (height, width), 1, threshold)
+        assert len(got_scores) == len(rows) and got_boxes.shape == (len(rows), 4)
+        np.testing.assert_array_equal(got_boxes, boxes[1, rows])
+        np.testing.assert_array_equal(got_scores, scores[1, rows])
+        if landmarks is None:
+            assert got_landmarks is None
+        else:
+            np.testing.assert_array_equal(got_landmarks, landmarks[1, rows])
+
+
 def test_numpy_nms_equals_paddle_nms():
     rng = np.random.RandomState(0)
     corners = rng.rand(400, 2).astype("float32") * 100

@@ -35,7 +35,13 @@ class Decoder:
     """outputs (name -> array) of one batch + input (H, W) -> boxes [N,M,4],
     scores [N,M], landmarks [N,M,10] or None; ``candidates`` decodes only the
     rows of one image that pass the score threshold (the deploy path: on a
-    VGA photo a few hundred of SCRFD's 16,800 rows at 0.02)."""
+    VGA photo about a hundred of SCRFD's 16,800 rows at 0.5).
+
+    Speed: the deploy path runs right after the network, which has pushed
+    Python's and numpy's working set out of the caches, so every numpy call
+    there costs 3-5x its warm time. Each stride is thresholded on its own
+    (no concatenation of all scores, no mapping rows back to strides), and
+    the anchor table holds each row's terms ready to combine."""
 
     def __init__(self, settings):
         self.decode_cfg = settings["decode"]
@@ -62,19 +68,12 @@ class Decoder:
     def candidates(self, outputs, input_hw, index, score_threshold):
         """Image ``index``: (boxes [k,4], scores [k], landmarks [k,10] or None) of
         the rows scoring above ``score_threshold``, in row order."""
-        kind, anchors = KINDS[self.kind], self.anchors(input_hw)
-        scores = kind.scores(self.decode_cfg, outputs, anchors, index)
-        rows = np.nonzero(scores > score_threshold)[0]
-        boxes, landmarks = kind.rows(self.decode_cfg, outputs, anchors, index, rows)
-        return boxes, scores[rows], landmarks
+        return KINDS[self.kind].candidates(self.decode_cfg, outputs, self.anchors(input_hw), index, score_threshold)
 
     def __call__(self, outputs, input_hw):
-        kind, anchors = KINDS[self.kind], self.anchors(input_hw)
-        decoded = []
-        for index in range(len(next(iter(outputs.values())))):
-            scores = kind.scores(self.decode_cfg, outputs, anchors, index)
-            decoded.append((*kind.rows(self.decode_cfg, outputs, anchors, index, np.arange(len(scores))), scores))
-        boxes, landmarks, scores = zip(*decoded)
+        decoded = [self.candidates(outputs, input_hw, index, -np.inf)
+                   for index in range(len(next(iter(outputs.values()))))]
+        boxes, scores, landmarks = zip(*decoded)
         return np.stack(boxes), np.stack(scores), None if landmarks[0] is None else np.stack(landmarks)
 
 
@@ -82,17 +81,6 @@ def _check_rows(name, array, expected):
     if array.shape[1] != expected:
         raise ValueError(f"output {name} has {array.shape[1]} rows; the grid of the input predicts {expected}. "
                          "Was infer_cfg.yml written for this model?")
-
-
-def _stride_rows(rows, starts):
-    """Rows counted over the concatenation of the strides (ascending) -> each stride's own row numbers."""
-    bounds = np.searchsorted(rows, starts[1:]).tolist()
-    return [rows[lo:hi] - start for lo, hi, start in zip([0] + bounds, bounds + [len(rows)], starts.tolist())]
-
-
-def _gather(arrays, index, parts):
-    """Image ``index``'s rows ``parts`` (from ``_stride_rows``) of per-stride arrays [N, M_s, C], concatenated."""
-    return np.concatenate([array[index, part] for array, part in zip(arrays, parts)])
 
 
 class Retina:
@@ -109,29 +97,62 @@ class Retina:
         return np.concatenate(priors)
 
     @staticmethod
-    def scores(cfg, outputs, priors, index):
+    def candidates(cfg, outputs, priors, index, threshold):
         _check_rows("loc", outputs["loc"], len(priors))
-        return outputs["conf"][index, :, 1]
-
-    @staticmethod
-    def rows(cfg, outputs, priors, index, rows):
+        scores = outputs["conf"][index, :, 1]
+        rows = np.flatnonzero(scores > threshold)
         priors, loc, landms = priors[rows], outputs["loc"][index, rows], outputs["landms"][index, rows]
         v0, v1 = (np.float32(v) for v in cfg["variances"])
         centres = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
         sizes = priors[:, 2:] * np.exp(loc[:, 2:] * v1)
         boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=-1)
-        return boxes, np.tile(priors[:, :2], 5) + landms * (np.tile(priors[:, 2:], 5) * v0)
+        return boxes, scores[rows], np.tile(priors[:, :2], 5) + landms * (np.tile(priors[:, 2:], 5) * v0)
 
 
 def point_anchors(decoder, input_hw, num_anchors):
-    """Anchor points of every stride, concatenated: (points [M,2], each row's stride [M,1], each stride's first row)."""
-    cfg, points, strides, starts = decoder.decode_cfg, [], [], [0]
+    """Anchor points of every stride, concatenated, as a table [M, 8]: (x, y,
+    x, y) and (-s, -s, s, s), so that distances (l, t, r, b) in stride units
+    decode as ``table[:, :4] + d * table[:, 4:]`` (the same float operations as
+    x - l s, y - t s, x + r s, y + b s); and each stride's first row."""
+    cfg, tables, starts = decoder.decode_cfg, [], [0]
     for stride in cfg["strides"]:
         h, w = decoder.grid(input_hw, stride)
-        points.append(grid_points(h, w, stride, cfg.get("offset", 0.0), num_anchors))
-        strides.append(np.full((len(points[-1]), 1), stride, np.float32))
-        starts.append(starts[-1] + len(points[-1]))
-    return np.concatenate(points), np.concatenate(strides), np.asarray(starts[:-1])
+        points = grid_points(h, w, stride, cfg.get("offset", 0.0), num_anchors)
+        signed = np.array([-stride, -stride, stride, stride], np.float32)
+        tables.append(np.concatenate([points, points, np.broadcast_to(signed, (len(points), 4))], axis=1))
+        starts.append(starts[-1] + len(points))
+    return np.concatenate(tables), starts
+
+
+def _passing(anchors, threshold, stride_scores):
+    """Rows above ``threshold``, per stride that has any (the last stride,
+    with none, when no stride has): (stride position, its rows, their global
+    rows, their scores). ``stride_scores(i, rows)``: stride i's scores [rows]."""
+    table, starts = anchors
+    passing = []
+    for i, (start, end) in enumerate(zip(starts, starts[1:])):
+        scores = stride_scores(i, end - start)
+        rows = np.flatnonzero(scores > threshold)
+        if len(rows) or (not passing and end == len(table)):
+            passing.append((i, rows, rows + start, scores[rows]))
+    return passing
+
+
+def _gathered(passing, arrays, index):
+    """Image ``index``'s passing rows of per-stride arrays [N, M_s, C], concatenated."""
+    return np.concatenate([arrays[i][index, rows] for i, rows, _, _ in passing])
+
+
+def _anchor_rows(passing, table):
+    """The passing rows' anchor table rows: (x, y) [k,2] and stride [k,1] views, and the rows."""
+    rows = table[np.concatenate([g for _, _, g, _ in passing])]
+    return rows[:, :2], rows[:, 6:7], rows
+
+
+def _landmarks(offsets, points, strides):
+    """Offsets [k, 2K] in stride units around the points -> input pixels (x s + px, y s + py per point)."""
+    pairs = (offsets * strides).reshape(len(offsets), offsets.shape[1] // 2, 2)
+    return (pairs + points[:, None]).reshape(offsets.shape)
 
 
 class Distance:
@@ -142,21 +163,21 @@ class Distance:
         return point_anchors(decoder, input_hw, decoder.decode_cfg["num_anchors"])
 
     @staticmethod
-    def scores(cfg, outputs, anchors, index):
-        starts = list(anchors[2]) + [len(anchors[0])]
-        for stride, start, end in zip(cfg["strides"], starts, starts[1:]):
-            _check_rows(f"score_{stride}", outputs[f"score_{stride}"], end - start)
-        return np.concatenate([outputs[f"score_{s}"][index, :, 0] for s in cfg["strides"]])
+    def candidates(cfg, outputs, anchors, index, threshold):
+        strides = cfg["strides"]
 
-    @staticmethod
-    def rows(cfg, outputs, anchors, index, rows):
-        points, strides, parts = anchors[0][rows], anchors[1][rows], _stride_rows(rows, anchors[2])
-        d = _gather([outputs[f"bbox_{s}"] for s in cfg["strides"]], index, parts) * strides
-        boxes = np.concatenate([points - d[:, :2], points + d[:, 2:]], axis=1)
-        if not cfg.get("has_kps"):
-            return boxes, None
-        offsets = _gather([outputs[f"kps_{s}"] for s in cfg["strides"]], index, parts) * strides
-        return boxes, (offsets.reshape(len(rows), offsets.shape[1] // 2, 2) + points[:, None]).reshape(offsets.shape)
+        def stride_scores(i, rows):
+            name = f"score_{strides[i]}"
+            _check_rows(name, outputs[name], rows)
+            return outputs[name][index, :, 0]
+
+        passing = _passing(anchors, threshold, stride_scores)
+        points, stride, table = _anchor_rows(passing, anchors[0])
+        boxes = table[:, :4] + _gathered(passing, [outputs[f"bbox_{s}"] for s in strides], index) * table[:, 4:]
+        landmarks = None
+        if cfg.get("has_kps"):
+            landmarks = _landmarks(_gathered(passing, [outputs[f"kps_{s}"] for s in strides], index), points, stride)
+        return boxes, np.concatenate([s for _, _, _, s in passing]), landmarks
 
 
 class YuNet:
@@ -167,25 +188,22 @@ class YuNet:
         return point_anchors(decoder, input_hw, 1)
 
     @staticmethod
-    def scores(cfg, outputs, anchors, index):
-        names, starts = cfg["outputs"], list(anchors[2]) + [len(anchors[0])]
-        for name, start, end in zip(names["cls"], starts, starts[1:]):
-            _check_rows(name, outputs[name], end - start)
-        scores = np.concatenate([outputs[c][index, :, 0] * outputs[o][index, :, 0]
-                                 for c, o in zip(names["cls"], names["obj"])])
-        return np.sqrt(scores) if cfg.get("score_fusion", "product") == "sqrt" else scores
+    def candidates(cfg, outputs, anchors, index, threshold):
+        names, sqrt = cfg["outputs"], cfg.get("score_fusion", "product") == "sqrt"
 
-    @staticmethod
-    def rows(cfg, outputs, anchors, index, rows):
-        names, points, strides = cfg["outputs"], anchors[0][rows], anchors[1][rows]
-        parts = _stride_rows(rows, anchors[2])
-        deltas = _gather([outputs[n] for n in names["box"]], index, parts)
+        def stride_scores(i, rows):
+            _check_rows(names["cls"][i], outputs[names["cls"][i]], rows)
+            scores = outputs[names["cls"][i]][index, :, 0] * outputs[names["obj"][i]][index, :, 0]
+            return np.sqrt(scores) if sqrt else scores
+
+        passing = _passing(anchors, threshold, stride_scores)
+        points, strides, _ = _anchor_rows(passing, anchors[0])
+        deltas = _gathered(passing, [outputs[n] for n in names["box"]], index)
         centres = points + deltas[:, :2] * strides
         half = np.exp(deltas[:, 2:]) * strides / 2
         boxes = np.concatenate([centres - half, centres + half], axis=-1)
-        k = cfg.get("num_keypoints", 5)
-        kps = _gather([outputs[n] for n in names["kps"]], index, parts)
-        return boxes, kps * np.tile(strides, 2 * k) + np.tile(points, k)
+        kps = _gathered(passing, [outputs[n] for n in names["kps"]], index)
+        return boxes, np.concatenate([s for _, _, _, s in passing]), _landmarks(kps, points, strides)
 
 
 KINDS = {"retina": Retina, "distance": Distance, "yunet": YuNet}
@@ -196,19 +214,19 @@ def nms(boxes, scores, iou_threshold):
     """Indices kept by greedy NMS, highest score first (IoU > threshold suppresses).
 
     OpenCV's NMSBoxes runs the same greedy loop in C++ (about 30x numpy's at a
-    few hundred kept boxes). It is fed each box's rank rather than its score,
-    so ties keep the stable order and no score falls to its score threshold.
-    The boxes go in as a list: OpenCV's binding reads a float32 array element
-    by element, several times slower than the NMS itself at a VGA photo's
-    hundred boxes. Its rectangles treat a negative width or height unlike the
-    corner formula, so boxes with one (random weights decode such) take the
-    numpy loop."""
+    few hundred kept boxes). It gets the boxes sorted, each with its rank
+    rather than its score, so ties keep the stable order and no score falls to
+    its score threshold. Boxes and ranks go in as lists: OpenCV's binding reads
+    a numpy array element by element, several times slower than the NMS
+    itself at a VGA photo's hundred boxes. Its rectangles treat a negative
+    width or height unlike the corner formula, so boxes with one (random
+    weights decode such) take the numpy loop."""
     order = np.argsort(-scores, kind="stable")
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    if (xywh[:, 2:] > 0).all():
-        ranks = np.empty(len(order), np.float32)
-        ranks[order] = np.arange(len(order), 0, -1, dtype=np.float32)
-        return np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), ranks, 0.0, float(iou_threshold)), np.int64).reshape(-1)
+    xywh = boxes[order]
+    xywh[:, 2:] -= xywh[:, :2]
+    if len(order) and xywh[:, 2:].min() > 0:
+        kept = cv2.dnn.NMSBoxes(xywh.tolist(), list(range(len(order), 0, -1)), 0.0, float(iou_threshold))
+        return order[np.asarray(kept, np.int64).reshape(-1)]
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     keep = []
@@ -234,7 +252,7 @@ def select(boxes, scores, landmarks, scale, score_threshold=0.02, nms_threshold=
     scale (sx, sy) from original to network-input pixels. -> dict of numpy
     ``boxes`` [k,4], ``scores`` [k], ``landmarks`` [k,5,2] or None in original pixels.
     """
-    keep = np.nonzero(scores > score_threshold)[0]
+    keep = np.flatnonzero(scores > score_threshold)
     if 0 < pre_nms_top_k < len(keep):
         keep = keep[np.argsort(-scores[keep], kind="stable")[:pre_nms_top_k]]
     if len(keep):
@@ -247,8 +265,9 @@ def select(boxes, scores, landmarks, scale, score_threshold=0.02, nms_threshold=
 
 def to_original_pixels(boxes, scores, landmarks, scale):
     sx, sy = scale
-    out = {"boxes": (boxes.reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)).astype(np.float32),
-           "scores": scores.reshape(-1).astype(np.float32), "landmarks": None}
+    out = {"boxes": (boxes.reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)).astype(np.float32, copy=False),
+           "scores": scores.reshape(-1).astype(np.float32, copy=False), "landmarks": None}
     if landmarks is not None:
-        out["landmarks"] = (landmarks.reshape(-1, 5, 2) / np.array([sx, sy], np.float32)).astype(np.float32)
+        out["landmarks"] = (landmarks.reshape(-1, 5, 2) / np.array([sx, sy], np.float32)).astype(np.float32,
+                                                                                                 copy=False)
     return out
