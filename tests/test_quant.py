@@ -203,6 +203,45 @@ def test_onnx_convs_left_in_float_follow_the_skip_groups():
     assert skipped_conv_nodes(model, "") == []
 
 
+def test_qdq_onnx_keeps_upsample_merges_in_float(tmp_path):
+    """An FPN top-down merge (lateral conv + cropped nearest upsample of the
+    level above) stays float with its lateral conv, what OpenVINO's int8
+    pipeline computes wrong; the convs around it are quantized."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from ppfacedet.export.qdq_onnx import quantize_onnx, upsample_merge_nodes
+    rng = np.random.RandomState(0)
+    inits = {"w0": rng.randn(4, 3, 3, 3), "w1": rng.randn(4, 4, 3, 3) * 0.3, "lat_w": rng.randn(4, 4, 1, 1) * 0.3,
+             "out_w": rng.randn(2, 4, 3, 3) * 0.3, "roi": np.zeros(0), "scales": np.array([1.0, 1.0, 2.0, 2.0]),
+             "starts": np.array([0, 0], np.int64), "ends": np.array([8, 8], np.int64),
+             "axes": np.array([2, 3], np.int64)}
+
+    def conv(name, x, w, stride=1, pads=(1, 1, 1, 1)):
+        return helper.make_node("Conv", [x, w], [name], name=name, strides=[stride] * 2, pads=list(pads))
+    nodes = [conv("stem", "image", "w0"), conv("down", "stem", "w1", stride=2),
+             helper.make_node("Resize", ["down", "roi", "scales"], ["up"], name="up", mode="nearest"),
+             helper.make_node("Slice", ["up", "starts", "ends", "axes"], ["crop"], name="crop"),
+             conv("lateral", "stem", "lat_w", pads=(0, 0, 0, 0)),
+             helper.make_node("Add", ["lateral", "crop"], ["merged"], name="merge"), conv("out", "merged", "out_w")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    assert upsample_merge_nodes(model) == ["lateral", "merge"]
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(model, str(fp32))
+    images = [rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32) for _ in range(4)]
+    int8 = onnx.load(quantize_onnx(str(fp32), str(tmp_path / "int8.onnx"), lambda: ({"image": x} for x in images)))
+    producer = {o: n for n in int8.graph.node for o in n.output}
+    nodes = {n.name: n for n in int8.graph.node if n.op_type in ("Conv", "Add")}
+    assert producer[nodes["merge"].input[0]].op_type == "Conv"  # the lateral conv's float output
+    assert nodes["lateral"].input[1] not in producer  # float weights, no DequantizeLinear
+    for name in ("down", "out"):
+        assert producer[nodes[name].input[1]].op_type == "DequantizeLinear", name
+
+
 def test_onnx_calibration_is_checked(tmp_path):
     """An unknown activation-range method fails at once, naming the choices,
     from the API and from a config's int8 section."""
