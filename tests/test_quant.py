@@ -203,23 +203,29 @@ def test_onnx_convs_left_in_float_follow_the_skip_groups():
     assert skipped_conv_nodes(model, "") == []
 
 
-def test_qdq_onnx_keeps_upsample_merges_in_float(tmp_path):
+def test_qdq_onnx_keeps_in_float_what_openvino_int8_gets_wrong(tmp_path):
     """An FPN top-down merge (lateral conv + cropped nearest upsample of the
-    level above) stays float with its lateral conv, what OpenVINO's int8
-    pipeline computes wrong; the convs around it are quantized."""
+    level above) stays float with its lateral conv, and so does a norm's affine
+    shift (Mul by a scale with a negative channel, then Add of a constant):
+    OpenVINO's int8 pipeline computes both wrong. The convs around are quantized."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from ppfacedet.export.qdq_onnx import quantize_onnx, upsample_merge_nodes
+    from ppfacedet.export.qdq_onnx import constant_adds, quantize_onnx, upsample_merge_nodes
     rng = np.random.RandomState(0)
     inits = {"w0": rng.randn(4, 3, 3, 3), "w1": rng.randn(4, 4, 3, 3) * 0.3, "lat_w": rng.randn(4, 4, 1, 1) * 0.3,
              "out_w": rng.randn(2, 4, 3, 3) * 0.3, "roi": np.zeros(0), "scales": np.array([1.0, 1.0, 2.0, 2.0]),
              "starts": np.array([0, 0], np.int64), "ends": np.array([8, 8], np.int64),
-             "axes": np.array([2, 3], np.int64)}
+             "axes": np.array([2, 3], np.int64), "gamma": np.array([1.0, -0.5, 2.0, 1.0]).reshape(4, 1, 1),
+             "beta": rng.randn(4, 1, 1)}
 
     def conv(name, x, w, stride=1, pads=(1, 1, 1, 1)):
         return helper.make_node("Conv", [x, w], [name], name=name, strides=[stride] * 2, pads=list(pads))
     nodes = [conv("stem", "image", "w0"), conv("down", "stem", "w1", stride=2),
-             helper.make_node("Resize", ["down", "roi", "scales"], ["up"], name="up", mode="nearest"),
+             # the Relu keeps onnxruntime from folding the Mul and Add into the conv
+             helper.make_node("Relu", ["down"], ["act"], name="act"),
+             helper.make_node("Mul", ["act", "gamma"], ["scaled"], name="scale"),
+             helper.make_node("Add", ["scaled", "beta"], ["shifted"], name="shift"),
+             helper.make_node("Resize", ["shifted", "roi", "scales"], ["up"], name="up", mode="nearest"),
              helper.make_node("Slice", ["up", "starts", "ends", "axes"], ["crop"], name="crop"),
              conv("lateral", "stem", "lat_w", pads=(0, 0, 0, 0)),
              helper.make_node("Add", ["lateral", "crop"], ["merged"], name="merge"), conv("out", "merged", "out_w")]
@@ -229,7 +235,7 @@ def test_qdq_onnx_keeps_upsample_merges_in_float(tmp_path):
         [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
-    assert upsample_merge_nodes(model) == ["lateral", "merge"]
+    assert upsample_merge_nodes(model) == ["lateral", "merge"] and constant_adds(model) == ["shift"]
     fp32 = tmp_path / "fp32.onnx"
     onnx.save(model, str(fp32))
     images = [rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32) for _ in range(4)]
@@ -238,6 +244,7 @@ def test_qdq_onnx_keeps_upsample_merges_in_float(tmp_path):
     nodes = {n.name: n for n in int8.graph.node if n.op_type in ("Conv", "Add")}
     assert producer[nodes["merge"].input[0]].op_type == "Conv"  # the lateral conv's float output
     assert nodes["lateral"].input[1] not in producer  # float weights, no DequantizeLinear
+    assert producer[nodes["shift"].input[0]].op_type == "Mul"
     for name in ("down", "out"):
         assert producer[nodes[name].input[1]].op_type == "DequantizeLinear", name
 
