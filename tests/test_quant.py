@@ -205,18 +205,19 @@ def test_onnx_convs_left_in_float_follow_the_skip_groups():
 
 def test_qdq_onnx_keeps_in_float_what_openvino_int8_gets_wrong(tmp_path):
     """An FPN top-down merge (lateral conv + cropped nearest upsample of the
-    level above) stays float with its lateral conv, and so does a norm's affine
-    shift (Mul by a scale with a negative channel, then Add of a constant):
-    OpenVINO's int8 pipeline computes both wrong. The convs around are quantized."""
+    level above) stays float with its lateral conv, and so do a norm's affine
+    shift (Mul by a scale with a negative channel, then Add of a constant) and a
+    conv before a leaky ReLU (Max, Mul): OpenVINO's int8 pipeline computes them
+    wrong. The convs around are quantized."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from ppfacedet.export.qdq_onnx import constant_adds, quantize_onnx, upsample_merge_nodes
+    from ppfacedet.export.qdq_onnx import constant_adds, leaky_relu_convs, quantize_onnx, upsample_merge_nodes
     rng = np.random.RandomState(0)
     inits = {"w0": rng.randn(4, 3, 3, 3), "w1": rng.randn(4, 4, 3, 3) * 0.3, "lat_w": rng.randn(4, 4, 1, 1) * 0.3,
              "out_w": rng.randn(2, 4, 3, 3) * 0.3, "roi": np.zeros(0), "scales": np.array([1.0, 1.0, 2.0, 2.0]),
              "starts": np.array([0, 0], np.int64), "ends": np.array([8, 8], np.int64),
              "axes": np.array([2, 3], np.int64), "gamma": np.array([1.0, -0.5, 2.0, 1.0]).reshape(4, 1, 1),
-             "beta": rng.randn(4, 1, 1)}
+             "beta": rng.randn(4, 1, 1), "leaky_w": rng.randn(2, 2, 3, 3) * 0.3, "slope": np.array(0.1)}
 
     def conv(name, x, w, stride=1, pads=(1, 1, 1, 1)):
         return helper.make_node("Conv", [x, w], [name], name=name, strides=[stride] * 2, pads=list(pads))
@@ -228,14 +229,17 @@ def test_qdq_onnx_keeps_in_float_what_openvino_int8_gets_wrong(tmp_path):
              helper.make_node("Resize", ["shifted", "roi", "scales"], ["up"], name="up", mode="nearest"),
              helper.make_node("Slice", ["up", "starts", "ends", "axes"], ["crop"], name="crop"),
              conv("lateral", "stem", "lat_w", pads=(0, 0, 0, 0)),
-             helper.make_node("Add", ["lateral", "crop"], ["merged"], name="merge"), conv("out", "merged", "out_w")]
+             helper.make_node("Add", ["lateral", "crop"], ["merged"], name="merge"), conv("out", "merged", "out_w"),
+             conv("leaky", "out", "leaky_w"), helper.make_node("Mul", ["leaky", "slope"], ["sloped"], name="slope"),
+             helper.make_node("Max", ["leaky", "sloped"], ["result"], name="max")]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("result", TensorProto.FLOAT, [1, 2, 8, 8])],
         [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     assert upsample_merge_nodes(model) == ["lateral", "merge"] and constant_adds(model) == ["shift"]
+    assert leaky_relu_convs(model) == ["leaky"]
     fp32 = tmp_path / "fp32.onnx"
     onnx.save(model, str(fp32))
     images = [rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32) for _ in range(4)]
@@ -243,7 +247,8 @@ def test_qdq_onnx_keeps_in_float_what_openvino_int8_gets_wrong(tmp_path):
     producer = {o: n for n in int8.graph.node for o in n.output}
     nodes = {n.name: n for n in int8.graph.node if n.op_type in ("Conv", "Add")}
     assert producer[nodes["merge"].input[0]].op_type == "Conv"  # the lateral conv's float output
-    assert nodes["lateral"].input[1] not in producer  # float weights, no DequantizeLinear
+    for name in ("lateral", "leaky"):
+        assert nodes[name].input[1] not in producer, name  # float weights, no DequantizeLinear
     assert producer[nodes["shift"].input[0]].op_type == "Mul"
     for name in ("down", "out"):
         assert producer[nodes[name].input[1]].op_type == "DequantizeLinear", name

@@ -126,6 +126,18 @@ def constant_adds(model):
     return sorted(n.name for n in model.graph.node if n.op_type == "Add" and any(i in constants for i in n.input))
 
 
+def leaky_relu_convs(model):
+    """Names of the Conv nodes of ``model`` read by a Max or Mul (a leaky ReLU
+    written as max(x, slope * x)), left in float: OpenVINO's int8 pipeline
+    gets the pair of float ops on one dequantized tensor wrong."""
+    readers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return sorted(n.name for n in model.graph.node if n.op_type == "Conv"
+                  and any(r.op_type in ("Max", "Mul") for r in readers.get(n.output[0], [])))
+
+
 def fold_batch_norms(fp32_onnx, output):
     """``fp32_onnx`` after onnxruntime's basic optimizations (batch norms into
     convs, Identity removed, constants folded), written to ``output``."""
@@ -148,7 +160,8 @@ def quantize_onnx(fp32_onnx, output, batches, skip=DEFAULT_ONNX_SKIP, calibratio
         raise PPFaceDetError(f"int8 calibration '{calibration}' is not one of {', '.join(CALIBRATIONS)}")
     with tempfile.TemporaryDirectory() as tmp:
         model = onnx.load(fold_batch_norms(fp32_onnx, os.path.join(tmp, "folded.onnx")))
-    float_nodes = skipped_conv_nodes(model, skip) + upsample_merge_nodes(model) + constant_adds(model)
+    float_nodes = (skipped_conv_nodes(model, skip) + upsample_merge_nodes(model) + constant_adds(model)
+                   + leaky_relu_convs(model))
     quantize_static(model, output, CalibrationReader(batches), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(CHAIN_OPS), per_channel=True, reduce_range=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
