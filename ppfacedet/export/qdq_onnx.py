@@ -30,7 +30,9 @@ few outlier activations that stretch min/max ranges: its config picks
 lost 0.60 / 0.39 / 0.66 AP against min/max's 1.13 / 1.27 / 0.72; 7-bit
 weights (0.45 / 1.01 / 0.48, so vpmaddubsw saturation is not the main
 loss), entropy ranges (same as 7-bit) and Max/Mul leaky ReLU rewritten to
-int8 LeakyRelu (3-5 AP lost) did worse.
+int8 LeakyRelu (3-5 AP lost) did worse. Those figures predate the
+OpenVINO rules below, which leave its leaky-ReLU convs in float: it now loses
+0.05 / 0.16 / 0.23.
 
 OpenVINO 2026.4 computes one pattern wrong: a quantized conv whose output is
 added to an upsampled tensor (an FPN's top-down merge: lateral conv + Resize,
@@ -47,7 +49,12 @@ head group norms; three of them have a channel with a negative scale). OpenVINO
 folds both into the add's quantization and gets the negative channel wrong, so
 SCRFD-500M's scores were off by as much as their mean (AP lost 0.86 / 1.25 / 1.94).
 With those adds in float (``constant_adds``) it loses -0.09 / 0.24 / 0.16,
-onnxruntime -0.18 / 0.16 / 0.01.
+onnxruntime -0.18 / 0.16 / 0.01. A third: a quantized conv read by a leaky ReLU
+written as Max(x, Mul(x, slope)) (RetinaFace-mnet0.25 lost 21.2 / 20.0 / 9.3
+AP under OpenVINO). With those convs in float (``leaky_relu_convs``) both
+engines lose it 0.05 / 0.16 / 0.23, and run it faster than before (network
+over onnxruntime's FP32, one run: onnxruntime 1.15x -> 1.02x, OpenVINO
+0.91x -> 0.71x; OpenVINO's FP32 is 0.73x there).
 """
 import os
 import tempfile
