@@ -1,6 +1,8 @@
 """INT8: post-training quantization keeps WIDER AP within 1 point of FP32 in
-the deploy predictor (oneDNN int8) and in its QDQ ONNX (onnxruntime), QAT trains and exports a program Paddle
+the deploy predictor (oneDNN int8) and in its QDQ ONNX (onnxruntime, and OpenVINO when installed), QAT trains
+and exports a program Paddle
 Inference runs, and the deployment benchmark prints its table."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -93,10 +95,15 @@ def test_ptq_int8_keeps_ap_within_one_point(exports, name):
                    and len(next(i for i in graph.initializer if i.name == n.input[1]).dims) == 1]
     assert per_channel and any(n.op_type == "QuantizeLinear" for n in graph.node)
     fp32_ap, int8_ap = deploy_ap(fp32_dir), deploy_ap(int8_dir)
-    qdq_ap = evaluate_onnx(int8_dir, str(SUBSET / "images"), str(SUBSET / "ground_truth"), engine="onnxruntime")
-    print(f"\n{name} AP fp32 {fp32_ap} int8 oneDNN {int8_ap} int8 QDQ onnxruntime {qdq_ap}")
-    for setting in ("easy", "medium", "hard"):
-        assert fp32_ap[setting] - qdq_ap[setting] <= MAX_AP_DROP, (setting, fp32_ap, qdq_ap)
+    # the same QDQ model under OpenVINO when it is installed: its int8 pipeline mis-computes
+    # some quantized patterns that onnxruntime runs right (qdq_onnx.py)
+    engines = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    qdq_aps = {engine: evaluate_onnx(int8_dir, str(SUBSET / "images"), str(SUBSET / "ground_truth"), engine=engine)
+               for engine in engines}
+    print(f"\n{name} AP fp32 {fp32_ap} int8 oneDNN {int8_ap} int8 QDQ {qdq_aps}")
+    for engine, qdq_ap in qdq_aps.items():
+        for setting in ("easy", "medium", "hard"):
+            assert fp32_ap[setting] - qdq_ap[setting] <= MAX_AP_DROP, (engine, setting, fp32_ap, qdq_ap)
     for setting in ("easy", "medium", "hard"):
         assert fp32_ap[setting] - int8_ap[setting] <= MAX_AP_DROP, (setting, fp32_ap, int8_ap)
 
