@@ -1,7 +1,7 @@
 """INT8: post-training quantization keeps WIDER AP within 1 point of FP32 in
-the deploy predictor (oneDNN int8) and in its QDQ ONNX (onnxruntime, and OpenVINO when installed), QAT trains
-and exports a program Paddle
-Inference runs, and the deployment benchmark prints its table."""
+the deploy predictor (oneDNN int8) and in its QDQ ONNX (onnxruntime, and
+OpenVINO when installed), QAT trains and exports a program Paddle Inference
+runs, and the deployment benchmark prints its table."""
 import importlib.util
 import os
 import subprocess
