@@ -30,12 +30,31 @@ few outlier activations that stretch min/max ranges: its config picks
 lost 0.60 / 0.39 / 0.66 AP against min/max's 1.13 / 1.27 / 0.72; 7-bit
 weights (0.45 / 1.01 / 0.48, so vpmaddubsw saturation is not the main
 loss), entropy ranges (same as 7-bit) and Max/Mul leaky ReLU rewritten to
-int8 LeakyRelu (3-5 AP lost) did worse.
+int8 LeakyRelu (3-5 AP lost) did worse. Those figures predate the
+OpenVINO rules below, which leave its leaky-ReLU convs in float: it now loses
+0.05 / 0.16 / 0.23.
 
-OpenVINO 2026.4 runs this model 0.69x its FP32 on that CPU (0.88x onnxruntime's
-FP32), but its int8 kernels there lose SCRFD-500M-KPS 4.4 medium and 10.4 hard
-AP (7-bit weights, zero-point-free signed activations or float output convs do
-not help), so onnxruntime stays the INT8 folder's engine.
+OpenVINO 2026.4 computes one pattern wrong: a quantized conv whose output is
+added to an upsampled tensor (an FPN's top-down merge: lateral conv + Resize,
+cropped by a Slice). It moves the conv's bias into the add's quantization and
+returns lateral outputs clipped near zero (SCRFD-500M-KPS: its 1x1 lateral
+convs' outputs off by 1.2x their mean magnitude, no such error in the same conv
+run alone), which cost 4.4 medium and 10.4 hard AP. Not a non-VNNI saturation:
+7-bit weights (``reduce_range``) left the hard AP at 49.4, and floating the
+depthwise or output convs did not help either. So such adds and the convs they
+read stay in float (``upsample_merge_nodes``); OpenVINO then loses SCRFD-500M-KPS
+0.31 / 0.46 / 0.64 AP, onnxruntime 0.37 / 0.42 / 0.59. A second such pattern:
+an add of a constant after a per-channel Mul (the affine part of SCRFD-500M's
+head group norms; three of them have a channel with a negative scale). OpenVINO
+folds both into the add's quantization and gets the negative channel wrong, so
+SCRFD-500M's scores were off by as much as their mean (AP lost 0.86 / 1.25 / 1.94).
+With those adds in float (``constant_adds``) it loses -0.09 / 0.24 / 0.16,
+onnxruntime -0.18 / 0.16 / 0.01. A third: a quantized conv read by a leaky ReLU
+written as Max(x, Mul(x, slope)) (RetinaFace-mnet0.25 lost 21.2 / 20.0 / 9.3
+AP under OpenVINO). With those convs in float (``leaky_relu_convs``) both
+engines lose it 0.05 / 0.16 / 0.23, and run it faster than before (network
+over onnxruntime's FP32, one run: onnxruntime 1.15x -> 1.02x, OpenVINO
+0.91x -> 0.71x; OpenVINO's FP32 is 0.73x there).
 """
 import os
 import tempfile
@@ -86,6 +105,46 @@ def skipped_conv_nodes(model, skip):
     return sorted(n.name for n in choose_convs(convs, skip, is_depthwise, feeds_a_conv))
 
 
+def upsample_merge_nodes(model):
+    """Names of the Add nodes of ``model`` that add a conv's output to an
+    upsampled tensor (Resize, maybe cropped by Slice), and of those convs:
+    what OpenVINO's int8 pipeline gets wrong, left in float."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def upsampled(name):
+        node = producer.get(name)
+        while node is not None and node.op_type == "Slice":
+            node = producer.get(node.input[0])
+        return node is not None and node.op_type == "Resize"
+    names = []
+    for add in (n for n in model.graph.node if n.op_type == "Add"):
+        convs = [producer[name].name for name in add.input if name in producer and producer[name].op_type == "Conv"]
+        if convs and any(upsampled(name) for name in add.input):
+            names += [add.name] + convs
+    return sorted(set(names))
+
+
+def constant_adds(model):
+    """Names of the Add nodes of ``model`` with a constant operand (a group
+    norm's affine shift; conv biases are folded into their convs by then),
+    left in float: OpenVINO folds the per-channel scale before them into the
+    add's quantization and gets channels with a negative scale wrong."""
+    constants = {t.name for t in model.graph.initializer}
+    return sorted(n.name for n in model.graph.node if n.op_type == "Add" and any(i in constants for i in n.input))
+
+
+def leaky_relu_convs(model):
+    """Names of the Conv nodes of ``model`` read by a Max or Mul (a leaky ReLU
+    written as max(x, slope * x)), left in float: OpenVINO's int8 pipeline
+    gets the pair of float ops on one dequantized tensor wrong."""
+    readers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return sorted(n.name for n in model.graph.node if n.op_type == "Conv"
+                  and any(r.op_type in ("Max", "Mul") for r in readers.get(n.output[0], [])))
+
+
 def fold_batch_norms(fp32_onnx, output):
     """``fp32_onnx`` after onnxruntime's basic optimizations (batch norms into
     convs, Identity removed, constants folded), written to ``output``."""
@@ -108,8 +167,11 @@ def quantize_onnx(fp32_onnx, output, batches, skip=DEFAULT_ONNX_SKIP, calibratio
         raise PPFaceDetError(f"int8 calibration '{calibration}' is not one of {', '.join(CALIBRATIONS)}")
     with tempfile.TemporaryDirectory() as tmp:
         model = onnx.load(fold_batch_norms(fp32_onnx, os.path.join(tmp, "folded.onnx")))
+    float_nodes = (skipped_conv_nodes(model, skip) + upsample_merge_nodes(model) + constant_adds(model)
+                   + leaky_relu_convs(model))
     quantize_static(model, output, CalibrationReader(batches), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(CHAIN_OPS), per_channel=True, reduce_range=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=skipped_conv_nodes(model, skip), calibrate_method=methods[calibration])
+                    nodes_to_exclude=float_nodes,
+                    calibrate_method=methods[calibration])
     return output
