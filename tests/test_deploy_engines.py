@@ -58,6 +58,11 @@ def test_auto_picks_the_fastest_installed_engine(monkeypatch):
     assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "onnxruntime"
     assert engines.resolve_run_mode(without, load_infer_cfg(without), "auto") == "paddle"
     assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto", device="GPU") == "paddle"
+    int8 = {**load_infer_cfg(with_onnx), "precision": "int8"}  # OpenVINO runs QDQ models fastest
+    monkeypatch.setattr(engines, "installed", lambda engine: True)
+    assert engines.resolve_run_mode(with_onnx, int8, "auto") == "openvino"
+    monkeypatch.setattr(engines, "installed", lambda engine: engine == "onnxruntime")
+    assert engines.resolve_run_mode(with_onnx, int8, "auto") == "onnxruntime"
     monkeypatch.setattr(engines, "installed", lambda engine: engine == "openvino")
     assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "openvino"
     assert isinstance(deploy_infer.FaceDetector(with_onnx, run_mode="auto").engine, engines.OpenVINOEngine)

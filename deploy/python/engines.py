@@ -9,8 +9,9 @@ for every engine (infer.py). The engines:
   onnxruntime  onnxruntime's CPU provider on ``model.onnx`` (infer_cfg.yml ``onnx``)
   openvino     OpenVINO's CPU plugin on the same ``model.onnx``
   auto         the fastest engine installed for the device: on CPU
-               onnxruntime, then OpenVINO, then Paddle (measured in README,
-               "Benchmark"); on GPU Paddle
+               onnxruntime, then OpenVINO, then Paddle for float models, and
+               OpenVINO first for INT8 ones (``precision: int8``; measured in
+               README, "Quantize" and "Benchmark"); on GPU Paddle
 
 onnxruntime and OpenVINO are optional: asking for one that is not installed,
 or for an ONNX engine on a folder without ``model.onnx``, raises
@@ -26,8 +27,10 @@ from predictor import DeviceUnavailable, Predictor
 
 ONNX_ENGINES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # engine -> pip package
 RUN_MODES = PADDLE_RUN_MODES + tuple(ONNX_ENGINES) + ("auto",)
-# Fastest first, measured on SCRFD-500M at 640x480 on 2 AVX2 cores (README, "Benchmark").
-CPU_PREFERENCE = ("onnxruntime", "openvino")
+# Fastest first per infer_cfg.yml precision, measured at 640x480 on 2 AVX2 cores (README,
+# "Benchmark"): float SCRFD-500M onnxruntime 0.8x OpenVINO; INT8 SCRFD-500M-KPS
+# OpenVINO 0.91x onnxruntime, RetinaFace-mnet0.25 0.70x.
+CPU_PREFERENCE = {"fp32": ("onnxruntime", "openvino"), "int8": ("openvino", "onnxruntime")}
 
 
 def onnx_path(model_dir, info):
@@ -50,7 +53,7 @@ def resolve_run_mode(model_dir, info, run_mode, device="CPU"):
     if run_mode != "auto":
         return run_mode
     if device == "CPU" and onnx_path(model_dir, info):
-        for engine in CPU_PREFERENCE:
+        for engine in CPU_PREFERENCE["int8" if info.get("precision") == "int8" else "fp32"]:
             if installed(engine):
                 return engine
     return "paddle"
