@@ -53,19 +53,40 @@ def test_min_score_keeps_exactly_the_confident_part_of_the_full_result(shared_da
             np.testing.assert_array_equal(c[key], f[key][keep])
 
 
-def test_auto_picks_the_fastest_installed_engine(monkeypatch):
+def test_auto_times_the_installed_engines_and_keeps_the_fastest(monkeypatch, capsys):
     with_onnx, without = exported_with_onnx("scrfd_500m_kps"), exported("scrfd_500m_kps")
-    assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "onnxruntime"
-    assert engines.resolve_run_mode(without, load_infer_cfg(without), "auto") == "paddle"
-    assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto", device="GPU") == "paddle"
-    int8 = {**load_infer_cfg(with_onnx), "precision": "int8"}  # OpenVINO runs QDQ models fastest
-    monkeypatch.setattr(engines, "installed", lambda engine: True)
-    assert engines.resolve_run_mode(with_onnx, int8, "auto") == "openvino"
-    monkeypatch.setattr(engines, "installed", lambda engine: engine == "onnxruntime")
-    assert engines.resolve_run_mode(with_onnx, int8, "auto") == "onnxruntime"
+    info = load_infer_cfg(with_onnx)
+    assert engines.auto_candidates(with_onnx, info) == ["onnxruntime", "openvino"]
+    assert engines.auto_candidates(without, load_infer_cfg(without)) == ["paddle"]
+    assert engines.auto_candidates(with_onnx, info, device="GPU") == ["paddle"]
     monkeypatch.setattr(engines, "installed", lambda engine: engine == "openvino")
-    assert engines.resolve_run_mode(with_onnx, load_infer_cfg(with_onnx), "auto") == "openvino"
+    assert engines.auto_candidates(with_onnx, info) == ["openvino"]
     assert isinstance(deploy_infer.FaceDetector(with_onnx, run_mode="auto").engine, engines.OpenVINOEngine)
+    monkeypatch.undo()
+
+    calls = []
+
+    class Clock:
+        """perf_counter stand-in: a call on the OpenVINO engine "takes" 1 s, on onnxruntime 2 s."""
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    for cls, seconds in ((engines.OnnxRuntimeEngine, 2.0), (engines.OpenVINOEngine, 1.0)):
+        def timed(self, batch, scale_factor=None, run=cls.__call__, seconds=seconds):
+            calls.append((type(self).__name__, batch.shape))
+            clock.now += seconds
+            return run(self, batch, scale_factor)
+        monkeypatch.setattr(cls, "__call__", timed)
+    monkeypatch.setattr(engines.time, "perf_counter", clock)
+    detector = deploy_infer.FaceDetector(with_onnx, run_mode="auto")
+    assert isinstance(detector.engine, engines.OpenVINOEngine)
+    # one warm-up call each, then turns; SCRFD letterboxes a VGA photo into its 640x640 input
+    assert len(calls) == 2 * (1 + engines.AUTO_TIMING_RUNS) and {s for _, s in calls} == {(1, 3, 640, 640)}
+    assert calls[2][0] != calls[3][0]
+    assert "--run_mode auto: openvino (1000.0 ms per 640x640 input; onnxruntime 2000.0 ms)" in capsys.readouterr().err
 
 
 def test_missing_engine_or_onnx_model_is_a_clear_error(monkeypatch, tmp_path, capsys):

@@ -8,10 +8,14 @@ for every engine (infer.py). The engines:
                the one that reaches TensorRT (``trt_*`` run modes, GPU)
   onnxruntime  onnxruntime's CPU provider on ``model.onnx`` (infer_cfg.yml ``onnx``)
   openvino     OpenVINO's CPU plugin on the same ``model.onnx``
-  auto         the fastest engine installed for the device: on CPU
-               onnxruntime, then OpenVINO, then Paddle for float models, and
-               OpenVINO first for INT8 ones (``precision: int8``; measured in
-               README, "Quantize" and "Benchmark"); on GPU Paddle
+  auto         the fastest engine installed for the device: on CPU the
+               ONNX engines installed are timed on the folder's model at
+               start (about a second) and the faster one is kept, since which
+               one wins depends on the model (on 2 AVX2 cores at VGA size:
+               onnxruntime for SCRFD and YuNet, OpenVINO for RetinaFace and
+               INT8 models; README, "Benchmark"); Paddle only when neither is
+               installed (about 2x their time on every model measured); on GPU
+               Paddle
 
 onnxruntime and OpenVINO are optional: asking for one that is not installed,
 or for an ONNX engine on a folder without ``model.onnx``, raises
@@ -19,18 +23,20 @@ DeviceUnavailable with what to install or run.
 """
 import importlib
 import os
+import sys
+import time
 
 import numpy as np
 
 from predictor import RUN_MODES as PADDLE_RUN_MODES
 from predictor import DeviceUnavailable, Predictor
+from preprocess import Preprocess
 
 ONNX_ENGINES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # engine -> pip package
 RUN_MODES = PADDLE_RUN_MODES + tuple(ONNX_ENGINES) + ("auto",)
-# Fastest first per infer_cfg.yml precision, measured at 640x480 on 2 AVX2 cores (README,
-# "Benchmark"): float SCRFD-500M onnxruntime 0.8x OpenVINO; INT8 SCRFD-500M-KPS
-# OpenVINO 0.91x onnxruntime, RetinaFace-mnet0.25 0.70x.
-CPU_PREFERENCE = {"fp32": ("onnxruntime", "openvino"), "int8": ("openvino", "onnxruntime")}
+# ``auto``: timed calls per engine, alternating, after one warm-up call each.
+AUTO_TIMING_RUNS = 5
+AUTO_TIMING_IMAGE_HW = (480, 640)  # a VGA photo, placed by the folder's input policy
 
 
 def onnx_path(model_dir, info):
@@ -48,15 +54,40 @@ def installed(engine):
     return True
 
 
-def resolve_run_mode(model_dir, info, run_mode, device="CPU"):
-    """``auto`` -> the engine to use here; other run modes pass through."""
-    if run_mode != "auto":
-        return run_mode
-    if device == "CPU" and onnx_path(model_dir, info):
-        for engine in CPU_PREFERENCE["int8" if info.get("precision") == "int8" else "fp32"]:
-            if installed(engine):
-                return engine
-    return "paddle"
+def auto_candidates(model_dir, info, device="CPU"):
+    """The engines ``auto`` chooses among here: the installed ONNX engines on
+    CPU when the folder has ``model.onnx``, else Paddle."""
+    if device == "CPU" and onnx_path(model_dir, info) and not info.get("with_nms"):
+        found = [engine for engine in ONNX_ENGINES if installed(engine)]
+        if found:
+            return found
+    return ["paddle"]
+
+
+def median_seconds(engines, batch, runs=AUTO_TIMING_RUNS):
+    """{name: median seconds per call on ``batch``}, the engines taking turns call by call."""
+    times = {name: [] for name in engines}
+    for engine in engines.values():
+        engine(batch)
+    for _ in range(runs):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine(batch)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def fastest_engine(model_dir, info, names, cpu_threads):
+    """Builds the engines ``names``, times them on a VGA photo's network input
+    and keeps the fastest (the choice and its times go to stderr)."""
+    built = {name: create_engine(model_dir, info, name, "CPU", cpu_threads) for name in names}
+    (height, width), _, _ = Preprocess(info["input"]).layout(AUTO_TIMING_IMAGE_HW)
+    times = median_seconds(built, np.zeros((1, 3, height, width), np.float32))
+    best = min(times, key=times.get)
+    others = ", ".join(f"{name} {times[name] * 1000:.1f} ms" for name in times if name != best)
+    print(f"--run_mode auto: {best} ({times[best] * 1000:.1f} ms per {width}x{height} input; {others})",
+          file=sys.stderr)
+    return built[best]
 
 
 def _require_onnx(model_dir, info, engine, device):
@@ -120,8 +151,12 @@ class OpenVINOEngine:
 
 
 def create_engine(model_dir, info, run_mode="paddle", device="CPU", cpu_threads=1, **paddle_choices):
-    """The engine for ``run_mode`` (``auto`` resolved first); Paddle gets every choice."""
-    run_mode = resolve_run_mode(model_dir, info, run_mode, device)
+    """The engine for ``run_mode`` (``auto``: see the module docstring); Paddle gets every choice."""
+    if run_mode == "auto":
+        names = auto_candidates(model_dir, info, device)
+        if len(names) > 1:
+            return fastest_engine(model_dir, info, names, cpu_threads)
+        run_mode = names[0]
     if run_mode in PADDLE_RUN_MODES:
         return Predictor(model_dir, info, device=device, run_mode=run_mode, cpu_threads=cpu_threads,
                          **paddle_choices)
