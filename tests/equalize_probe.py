@@ -13,7 +13,9 @@ from ppfacedet.export.equalize import channel_ranges, equalization_pairs, equali
 from ppfacedet.export.legacy_ops import legacy_static_ops  # noqa: E402
 
 paddle.enable_static()
+paddle.seed(0)  # the conv weights too: unseeded, a draw now and then starts a pair near balance (1.93 once)
 main, startup = paddle.static.Program(), paddle.static.Program()
+main.random_seed = startup.random_seed = 0
 with paddle.static.program_guard(main, startup), legacy_static_ops():
     image = paddle.static.data("image", [None, 3, None, None], "float32")
     h = paddle.nn.BatchNorm2D(8)(paddle.nn.Conv2D(3, 8, 3, padding=1)(image))
