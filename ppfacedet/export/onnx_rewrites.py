@@ -47,12 +47,18 @@ def _initializers(model):
     return {t.name: t for t in model.graph.initializer}
 
 
-def _readers(model):
+def readers_of(model):
+    """{tensor name: [nodes reading it]} of an onnx ModelProto."""
     readers = {}
     for node in model.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     return readers
+
+
+def producers_of(model):
+    """{tensor name: the node writing it} of an onnx ModelProto."""
+    return {o: n for n in model.graph.node for o in n.output}
 
 
 def _opset(model):
@@ -75,8 +81,7 @@ def drop_identities(model):
 
 def fold_conv_bias_adds(model):
     from onnx import numpy_helper
-    inits, readers = _initializers(model), _readers(model)
-    producers = {o: n for n in model.graph.node for o in n.output}
+    inits, readers, producers = _initializers(model), readers_of(model), producers_of(model)
     graph_outputs = {o.name for o in model.graph.output}
     folded = 0
     for add in [n for n in model.graph.node if n.op_type == "Add"]:
@@ -153,7 +158,7 @@ def merge_split_depthwise(model):
     """A channel Split whose every part goes through its own depthwise conv of
     the same geometry (YuNet's heads, after merge_sibling_convs) becomes one
     depthwise conv over the whole tensor, then the Split."""
-    inits, readers = _initializers(model), _readers(model)
+    inits, readers = _initializers(model), readers_of(model)
     graph_outputs = {o.name for o in model.graph.output}
     merged = 0
     for split in [n for n in model.graph.node if n.op_type == "Split" and _attrs(n).get("axis") == 1]:
@@ -180,7 +185,7 @@ def _stack(model, convs, input_name, removed, group):
     layout before their Reshape), the split moves after one Transpose of the
     stacked output, which engines fuse into the conv's output reorder."""
     from onnx import helper, numpy_helper
-    inits, readers = _initializers(model), _readers(model)
+    inits, readers = _initializers(model), readers_of(model)
     name = convs[0].name + "_merged"
     for suffix, index in (("_w", 1), ("_b", 2)):
         stacked = np.concatenate([numpy_helper.to_array(inits[c.input[index]]) for c in convs])

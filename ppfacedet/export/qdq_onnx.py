@@ -34,7 +34,7 @@ int8 LeakyRelu (3-5 AP lost) did worse. Those figures predate the
 OpenVINO rules below, which leave its leaky-ReLU convs in float: it now loses
 0.05 / 0.16 / 0.23.
 
-OpenVINO 2026.4 computes one pattern wrong: a quantized conv whose output is
+OpenVINO 2026.4 computes three quantized patterns wrong. First, a conv whose output is
 added to an upsampled tensor (an FPN's top-down merge: lateral conv + Resize,
 cropped by a Slice). It moves the conv's bias into the add's quantization and
 returns lateral outputs clipped near zero (SCRFD-500M-KPS: its 1x1 lateral
@@ -43,13 +43,13 @@ run alone), which cost 4.4 medium and 10.4 hard AP. Not a non-VNNI saturation:
 7-bit weights (``reduce_range``) left the hard AP at 49.4, and floating the
 depthwise or output convs did not help either. So such adds and the convs they
 read stay in float (``upsample_merge_nodes``); OpenVINO then loses SCRFD-500M-KPS
-0.31 / 0.46 / 0.64 AP, onnxruntime 0.37 / 0.42 / 0.59. A second such pattern:
+0.31 / 0.46 / 0.64 AP, onnxruntime 0.37 / 0.42 / 0.59. Second:
 an add of a constant after a per-channel Mul (the affine part of SCRFD-500M's
 head group norms; three of them have a channel with a negative scale). OpenVINO
 folds both into the add's quantization and gets the negative channel wrong, so
 SCRFD-500M's scores were off by as much as their mean (AP lost 0.86 / 1.25 / 1.94).
 With those adds in float (``constant_adds``) it loses -0.09 / 0.24 / 0.16,
-onnxruntime -0.18 / 0.16 / 0.01. A third: a quantized conv read by a leaky ReLU
+onnxruntime -0.18 / 0.16 / 0.01. Third: a conv read by a leaky ReLU
 written as Max(x, Mul(x, slope)) (RetinaFace-mnet0.25 lost 21.2 / 20.0 / 9.3
 AP under OpenVINO). With those convs in float (``leaky_relu_convs``) both
 engines lose it 0.05 / 0.16 / 0.23, and run it faster than before (network
@@ -60,6 +60,7 @@ import os
 import tempfile
 
 from ..core.errors import PPFaceDetError
+from .onnx_rewrites import producers_of, readers_of
 from .quant_groups import choose_convs
 
 QDQ_OPSET = 13
@@ -81,12 +82,8 @@ class CalibrationReader:
 
 def skipped_conv_nodes(model, skip):
     """Names of the Conv nodes of ``model`` (onnx ModelProto) left in float."""
-    nodes = list(model.graph.node)
-    convs = [n for n in nodes if n.op_type == "Conv"]
-    readers = {}
-    for node in nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    readers = readers_of(model)
 
     def feeds_a_conv(conv):
         reached, todo = set(), list(conv.output)
@@ -109,7 +106,7 @@ def upsample_merge_nodes(model):
     """Names of the Add nodes of ``model`` that add a conv's output to an
     upsampled tensor (Resize, maybe cropped by Slice), and of those convs:
     what OpenVINO's int8 pipeline gets wrong, left in float."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers_of(model)
 
     def upsampled(name):
         node = producer.get(name)
@@ -137,10 +134,7 @@ def leaky_relu_convs(model):
     """Names of the Conv nodes of ``model`` read by a Max or Mul (a leaky ReLU
     written as max(x, slope * x)), left in float: OpenVINO's int8 pipeline
     gets the pair of float ops on one dequantized tensor wrong."""
-    readers = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = readers_of(model)
     return sorted(n.name for n in model.graph.node if n.op_type == "Conv"
                   and any(r.op_type in ("Max", "Mul") for r in readers.get(n.output[0], [])))
 
