@@ -4,6 +4,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
+from paddle.static import InputSpec
 
 from ppfacedet.core import load_config
 from ppfacedet.engine.batchnorm_stats import follow_torch_running_variance
@@ -83,7 +84,7 @@ def test_small_network_step_updates_the_running_variance_as_torch(shape):
     assert worst < RTOL
 
 
-def test_normalisation_running_mean_state_dict_and_inference_are_unchanged():
+def test_normalisation_running_mean_state_dict_inference_and_export_are_unchanged(tmp_path):
     paddle.seed(0)
     plain, converted = ConvBN(), ConvBN()
     converted.set_state_dict(plain.state_dict())
@@ -98,6 +99,10 @@ def test_normalisation_running_mean_state_dict_and_inference_are_unchanged():
     for name, layer in plain.named_sublayers():
         if isinstance(layer, nn.BatchNorm2D):
             np.testing.assert_array_equal(layer._mean.numpy(), converted.state_dict()[f"{name}._mean"].numpy())
+    # export converts the forward's code (dy2static): a trained model must still export
+    converted.eval()
+    paddle.jit.save(converted, str(tmp_path / "model"), input_spec=[InputSpec([None, 3, None, None], "float32")])
+    np.testing.assert_array_equal(paddle.jit.load(str(tmp_path / "model"))(x).numpy(), converted(x).numpy())
 
 
 def test_one_value_per_channel_is_refused_as_torch_does():

@@ -60,7 +60,7 @@ class TorchRunningVariance:
 
     def forward(self, x):
         if not self._updates_running_statistics():
-            return super().forward(x)
+            return self._paddle_forward(x)
         count = self._values_per_channel(x)
         check_values_per_channel(count, x)
         updated = self._variance.clone()
@@ -79,7 +79,7 @@ class TorchRunningVarianceSync(TorchRunningVariance):
     def _values_per_channel(self, x):
         # Paddle's kernel averages the processes' per-channel moments, so it
         # counts every process as holding as many values as this one
-        return super()._values_per_channel(x) * dist.get_world_size()
+        return TorchRunningVariance._values_per_channel(self, x) * dist.get_world_size()
 
     def _normalise(self, x, running_variance):
         # SyncBatchNorm.forward (Paddle 3.3.1) in dygraph, with running_variance for its buffer
@@ -90,9 +90,12 @@ class TorchRunningVarianceSync(TorchRunningVariance):
 
 @functools.lru_cache(maxsize=None)
 def _torch_variance_class(cls):
-    # The same name, so a printed model reads as before
+    # The same name, so a printed model reads as before. The Paddle forward is
+    # named, not reached through super(): exporting converts the code, and
+    # dy2static turns super() into super(type(self), self), which would call
+    # this forward again without end.
     mixin = TorchRunningVarianceSync if issubclass(cls, paddle.nn.SyncBatchNorm) else TorchRunningVariance
-    return type(cls.__name__, (mixin, cls), {"__module__": __name__})
+    return type(cls.__name__, (mixin, cls), {"__module__": __name__, "_paddle_forward": cls.forward})
 
 
 def follow_torch_running_variance(model):
