@@ -19,13 +19,13 @@ RTOL = 3e-6
 
 def record_batchnorm_inputs(model):
     """Every BatchNorm's running variance before each call, with its input."""
-    calls, handles = {}, []
+    calls = {}
     for name, layer in model.named_sublayers():
         if isinstance(layer, nn.layer.norm._BatchNormBase):
             def hook(layer, inputs, name=name):
                 calls.setdefault(name, []).append((layer._variance.numpy().copy(), inputs[0].numpy().copy()))
-            handles.append(layer.register_forward_pre_hook(hook))
-    return calls, handles
+            layer.register_forward_pre_hook(hook)
+    return calls
 
 
 def torch_running_variance(var, inputs):
@@ -73,7 +73,7 @@ def test_small_network_step_updates_the_running_variance_as_torch(shape):
     randomise_statistics(model, 1)
     follow_torch_running_variance(model)
     model.train()
-    calls, _ = record_batchnorm_inputs(model)
+    calls = record_batchnorm_inputs(model)
     optimizer = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
     x = paddle.to_tensor(np.random.default_rng(2).normal(1, 2, shape).astype("float32"))
     (model(x) ** 2).mean().backward()
@@ -137,7 +137,7 @@ def test_retinaface_training_step_updates_every_running_variance_as_torch(tmp_pa
     cfg_path = make_tiny_config(tmp_path, num_train=1, num_val=1, image_size=64)
     trainer = Trainer(load_config(cfg_path, ["epochs=1", "train_loader.batch_size=1", f"sync_bn={sync_bn}"]))
     randomise_statistics(trainer.model, 5)
-    calls, _ = record_batchnorm_inputs(trainer.model)
+    calls = record_batchnorm_inputs(trainer.model)
     state = trainer.train()
     assert state["iteration"] == 1
     assert len(calls) == sum(isinstance(m, nn.layer.norm._BatchNormBase) for m in trainer.model.sublayers())
