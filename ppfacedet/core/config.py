@@ -46,6 +46,8 @@ TOP_LEVEL_KEYS = {
     "cpu_threads": "CPU math threads per training process (0: the usable cores shared by the node's processes)",
     "auto_scale_lr": "linear LR scaling when the launched total batch differs from the recipe's base_batch_size",
     "sync_bn": "true: BatchNorm statistics over the whole batch of every process (SyncBN)",
+    "watchdog_minutes": "stop training with stacks and exit status 3 when no step and no evaluation image "
+                        "finishes for this long (default 30; 0: never)",
 }
 
 BASE_KEY = "_BASE_"
