@@ -231,6 +231,16 @@ def test_pir_conversion_is_written_in_place_recorded_and_reused(model_dir, stand
     assert standin.calls()[-2]["call"][1]["min_subgraph_size"] == 5
 
 
+def test_engine_paths_are_read_as_paddle_serializes_string_attributes(model_dir):
+    """The converted program's engine paths are read from model.json the way this
+    paddle writes a string attribute: its own export's data and fetch ops carry names."""
+    import conversion_files
+    outputs = deploy_predictor.load_infer_cfg(model_dir)["outputs"]
+    assert conversion_files.string_attributes(os.path.join(model_dir, "model.json"), "name") == [
+        "image", *(f"fetch_name_{i}" for i in range(len(outputs)))]
+    assert tensorrt_routes.engine_files(os.path.join(model_dir, "model.json")) == []
+
+
 def test_the_loader_stand_in_fails_where_paddle_fails(model_dir, tmp_path, monkeypatch):
     """Against the old design: converted elsewhere and renamed into place, or
     converted at a relative path and loaded from another directory, the program
@@ -365,20 +375,25 @@ def alive(pid):
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
-def test_an_interrupted_parent_takes_its_child_along(model_dir, standin):
-    """Ctrl-C while the child converts: the parent kills the child, nothing is recorded."""
+def test_an_interrupted_parent_takes_its_child_along(model_dir, standin, monkeypatch, capsys):
+    """A long conversion says it is still going; Ctrl-C while the child converts:
+    the parent kills the child, and nothing is recorded."""
     import _thread
+    import convert_child
+    monkeypatch.setattr(convert_child, "HEARTBEAT_S", 0.2)
     standin.set(fail="hang")
     conversion = conversion_of(model_dir)
 
     def interrupt():
         wait_for(lambda: any(c["call"] == ["hanging"] for c in standin.calls()))
+        time.sleep(0.5)
         _thread.interrupt_main()
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         conversion.ensure()
     assert not alive(standin.calls()[-1]["pid"]) and not os.path.exists(conversion.record_path)
+    assert f"PIR-TensorRT: still converting (0 s; log {conversion.folder}/convert.log)" in capsys.readouterr().err
 
 
 PARENT = """
@@ -393,11 +408,10 @@ print(json.dumps({{"converted": converted, "engines": record["engine_files"]}}))
 """
 
 
-def parent_process(model_dir, **settings):
+def parent_process(model_dir, stderr=subprocess.PIPE, **settings):
     env = dict(os.environ, **{trt_standin.STANDIN_ENV: json.dumps(settings)})
     code = PARENT.format(deploy=DEPLOY, tests=TESTS, gpu=GPU, model_dir=model_dir)
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def test_a_killed_parent_takes_its_child_along(model_dir, standin):
@@ -409,13 +423,18 @@ def test_a_killed_parent_takes_its_child_along(model_dir, standin):
     wait_for(lambda: not alive(child), seconds=5)
 
 
-def test_two_processes_never_convert_into_one_folder(model_dir, standin):
-    first = parent_process(model_dir, log=standin.log, delay=2)
-    wait_for(lambda: standin.calls())  # the first one converts
-    second = parent_process(model_dir, log=standin.log)
-    results = [json.loads(p.communicate(timeout=120)[0]) for p in (first, second)]
+def test_two_processes_never_convert_into_one_folder(model_dir, standin, tmp_path):
+    release = str(tmp_path / "release")
+    first = parent_process(model_dir, log=standin.log, release=release)
+    wait_for(lambda: standin.calls())  # the first one is converting, and stays so until released
+    with open(tmp_path / "second.err", "w") as err:
+        second = parent_process(model_dir, stderr=err, log=standin.log)
+        wait_for(lambda: "waiting for" in (tmp_path / "second.err").read_text(), seconds=120)
+        open(release, "w").close()
+        results = [json.loads(p.communicate(timeout=120)[0]) for p in (first, second)]
     assert [c["call"][0] for c in standin.calls()].count("convert") == 1
     assert [r["converted"] for r in results] == [True, False] and results[0]["engines"] == results[1]["engines"]
+    assert f"waiting for pid {first.pid} on " in (tmp_path / "second.err").read_text()
 
 
 def test_only_a_live_holder_blocks_the_lock(model_dir, standin, monkeypatch):

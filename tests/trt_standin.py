@@ -7,7 +7,7 @@ through the environment variable PPFACEDET_TRT_STANDIN (JSON):
   log      file that gets one JSON line per call, with the child's pid, cwd and
            CUDA_VISIBLE_DEVICES
   outside  op names the "converted" program keeps outside TensorRT
-  delay    seconds to spend converting (to make two conversions overlap)
+  release  a file whose appearance the conversion waits for (to make two overlap)
   fail     after writing the engines: "RuntimeError" (a converter error),
            "crash" (the process dies) or "hang" (sleeps until killed)
   write    false: write no program (a convert that returns without saving)
@@ -78,7 +78,8 @@ def convert(model_path, config):
         raise ValueError("The `config.save_model_dir` and `model_path` cannot be the same.")
     with open(model_path + ".json") as f:
         program = json.load(f)
-    time.sleep(settings.get("delay", 0))
+    while settings.get("release") and not os.path.exists(settings["release"]):
+        time.sleep(0.05)
     os.makedirs(config.save_model_dir, exist_ok=True)
     name = int(hashlib.sha256(model_path.encode()).hexdigest(), 16) % 10 ** 8
     engine = f"{config.save_model_dir}/engine_{name}_1.trt"

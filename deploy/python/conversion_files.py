@@ -32,16 +32,21 @@ ENGINE_ATTRIBUTE = "engine_serialized_data"
 
 def engine_files(program_json):
     """The engine paths a converted PIR program names, in program order: the
-    ``engine_serialized_data`` attribute of each tensorrt_engine op, stored in the
-    program file as ``{"AT": {"#": "0.a_str", "D": path}, "N": "engine_serialized_data"}``
-    (attributes of every op, nested blocks included, are ``{"AT": ..., "N": name}``)."""
+    ``engine_serialized_data`` attribute of each tensorrt_engine op."""
+    return string_attributes(program_json, ENGINE_ATTRIBUTE)
+
+
+def string_attributes(program_json, name):
+    """The values of every op attribute ``name`` in a PIR program file, in program
+    order. Paddle 3.3.1 serializes an op's attributes, nested blocks included, as
+    ``{"AT": {"#": "0.a_str", "D": value}, "N": name}`` (a string attribute)."""
     with open(program_json, encoding="utf-8") as f:
         program = json.load(f)
     found, pending = [], [program]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
-            if node.get("N") == ENGINE_ATTRIBUTE and isinstance(node.get("AT"), dict):
+            if node.get("N") == name and isinstance(node.get("AT"), dict):
                 found.append(node["AT"].get("D"))
             else:
                 pending.extend(reversed(list(node.values())))

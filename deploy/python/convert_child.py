@@ -39,9 +39,9 @@ def visible_device(gpu_id, environ=os.environ):
     return str(gpu_id) if entries is None else entries[gpu_id]
 
 
-def run_conversion(spec, gpu_id, log_path, heartbeat=HEARTBEAT_S):
+def run_conversion(spec, gpu_id, log_path):
     """Run the child on ``spec`` with only GPU ``gpu_id`` visible; returns its result
-    ({"ops": [op names]}). Its output goes to ``log_path``; every ``heartbeat`` seconds
+    ({"ops": [op names]}). Its output goes to ``log_path``; every HEARTBEAT_S seconds
     a line says it is still converting. Failure raises TensorRTError with the child's
     error, or its exit status and the log's last lines."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible_device(gpu_id))
@@ -53,7 +53,7 @@ def run_conversion(spec, gpu_id, log_path, heartbeat=HEARTBEAT_S):
         try:
             while True:
                 try:
-                    status = child.wait(timeout=heartbeat)
+                    status = child.wait(timeout=HEARTBEAT_S)
                     break
                 except subprocess.TimeoutExpired:
                     print(f"PIR-TensorRT: still converting ({time.monotonic() - start:.0f} s; log {log_path})",
