@@ -351,6 +351,9 @@ def test_interrupted_or_failed_conversion_is_never_used(model_dir, standin):
     standin.set(write=False)
     with pytest.raises(tensorrt_routes.TensorRTError, match="wrote no model.json"):
         conversion.ensure()
+    standin.set(engine_dir=os.path.join(os.path.dirname(model_dir), "home", ".pp_trt_cache"))
+    with pytest.raises(tensorrt_routes.TensorRTError, match=r"not inside .* or missing: \[.*\.pp_trt_cache/engine_"):
+        conversion.ensure()
     assert not os.path.exists(conversion.record_path)
     standin.set()
     record, converted = conversion.ensure()

@@ -11,6 +11,8 @@ through the environment variable PPFACEDET_TRT_STANDIN (JSON):
   fail     after writing the engines: "RuntimeError" (a converter error),
            "crash" (the process dies) or "hang" (sleeps until killed)
   write    false: write no program (a convert that returns without saving)
+  engine_dir  where to write engines instead of save_model_dir (early Paddle 3.0
+           betas used ~/.pp_trt_cache)
 
 What ``convert(model_path, config)`` models (python/paddle/tensorrt/export.py,
 converter.py, util.py; paddle/static/pir_io.py):
@@ -80,12 +82,13 @@ def convert(model_path, config):
         program = json.load(f)
     while settings.get("release") and not os.path.exists(settings["release"]):
         time.sleep(0.05)
-    os.makedirs(config.save_model_dir, exist_ok=True)
+    cache_root = settings.get("engine_dir", config.save_model_dir)
+    os.makedirs(cache_root, exist_ok=True)
     name = int(hashlib.sha256(model_path.encode()).hexdigest(), 16) % 10 ** 8
-    engine = f"{config.save_model_dir}/engine_{name}_1.trt"
+    engine = f"{cache_root}/engine_{name}_1.trt"
     with open(engine, "wb") as f:
         f.write(b"serialized engine")
-    with open(f"{config.save_model_dir}/engine_{name}_1.pir", "w") as f:
+    with open(f"{cache_root}/engine_{name}_1.pir", "w") as f:
         f.write("group op")
     program["program"]["regions"][0]["blocks"][0]["ops"].insert(0, engine_op(engine))
     fail = settings.get("fail")

@@ -283,7 +283,9 @@ class PirConversion:
         missing = [p for p in engines if not (is_inside(p, self.folder) and os.path.isfile(p))]
         if missing or len(engines) != report["engines"]:
             raise TensorRTError(f"{self.program} names engine files {engines} for {report['engines']} tensorrt_engine "
-                                f"op(s); not inside {self.folder} or missing: {missing}; {FALLBACK}")
+                                f"op(s); not inside {self.folder} or missing: {missing} (a paddle that writes "
+                                f"engines outside save_model_dir, as early 3.0 betas did, is not supported); "
+                                f"{FALLBACK}")
         record = {"fingerprint": fingerprint, "source": self.source, "precision": self.precision,
                   "shapes": {k: [list(s) for s in v] for k, v in self.ranges.items()},
                   "disable_ops": self.disable_ops, "min_subgraph_size": self.min_subgraph_size, "device": device,
