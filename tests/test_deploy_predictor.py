@@ -23,8 +23,10 @@ import infer as deploy_infer  # noqa: E402
 import predictor as deploy_predictor  # noqa: E402
 from detections import assert_same_faces  # noqa: E402
 
-STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml"}
-LOCAL_MODULES = {"decode", "engines", "image_check", "infer", "predictor", "preprocess", "tensorrt_routes", "visualize"}
+# tensorrt: the TensorRT package paddle.tensorrt itself needs (the PIR route reads its version)
+STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml", "tensorrt"}
+LOCAL_MODULES = {"conversion_files", "convert_child", "decode", "engines", "image_check", "infer", "predictor",
+                 "preprocess", "tensorrt_routes", "visualize"}
 CLI_MODEL = "scrfd_500m_kps"
 
 
