@@ -20,7 +20,7 @@ INSIGHTFACE_TERMS = ("InsightFace: 'ALL models are available for non-commercial 
                      "(insightface model_zoo/README.md); " + WIDER_TERMS)
 SCRFD_PAGE = "https://github.com/deepinsight/insightface/tree/master/detection/scrfd"
 SCRFD_AP_SOURCE = "insightface detection/scrfd/README.md, Pretrained-Models (VGA, single scale)"
-SCRFD_LICENCE = "InsightFace model licence: non-commercial research only"
+SCRFD_LICENCE = "InsightFace: non-commercial research only (code MIT)"
 DAMOFD_PAGE = "https://modelscope.cn/models/damo/cv_ddsar_face-detection_iclr23-damofd"
 UNPUBLISHED = "no checksum published; the file could not be had here to compute one"
 
@@ -94,7 +94,7 @@ def _damofd(name, model_id, revision, ap, params, flops):
                          "ModelScope's DamoFdDetect loads it with DamoFD_lms.py (the landmark configs)"),),
                  UNPUBLISHED)
     return Entry(name, "DamoFD", f"https://modelscope.cn/models/{model_id}",
-                 "Apache-2.0 as the ModelScope model card states (not checked offline)", WIDER_TERMS, ap,
+                 "Apache-2.0 (as the ModelScope model card states; not checked offline)", WIDER_TERMS, ap,
                  "ly19965/DamoFD README.md (VGA)", params, flops, (pt,))
 
 

@@ -55,7 +55,7 @@ def describe(sha256):
     for kind, detail in identify_sha256(sha256):
         if kind == "served":
             e, f = detail
-            lines.append(f"{f.name}: official file of {e.name} ({e.family})")
+            lines.append(f"{f.name}: zoo file of {e.name} ({e.family})")
         else:
             lines.append(f"{detail.name}: {detail.what}")
     return "; ".join(lines) or None
