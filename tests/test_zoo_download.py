@@ -5,18 +5,17 @@ dropped connection and a wrong file. Nothing leaves the machine."""
 import hashlib
 import http.server
 import io
-import threading
 import zipfile
 
 import pytest
 
+from local_server import serving
 from ppfacedet.zoo import fetch, hosts
 from ppfacedet.zoo.records import Entry, Source, ZooFile
 from ppfacedet.zoo.registry import ZooError
 
 PAYLOAD = bytes(range(256)) * 1024  # 256 KiB of "weights"
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
-SERVER_LIFETIME_SECONDS = 60
 LFS_POINTER = (f"version https://git-lfs.github.com/spec/v1\noid sha256:{SHA}\nsize {len(PAYLOAD)}\n").encode()
 DRIVE_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>
 <p>Google Drive can't scan this file for viruses.</p>
@@ -78,16 +77,9 @@ def host(tmp_path, monkeypatch):
     monkeypatch.delenv("PPFACEDET_ZOO_DIR", raising=False)
     monkeypatch.setenv("PPFACEDET_CACHE_DIR", str(tmp_path / "cache"))
     handler = type("Hosts", (_Hosts,), {"requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    deadline = threading.Timer(SERVER_LIFETIME_SECONDS, httpd.shutdown)  # stops even if a test hangs
-    deadline.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    monkeypatch.setattr(hosts, "DRIVE_DOWNLOAD", f"{base}/uc")
-    yield base, handler.requests
-    deadline.cancel()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(handler) as base:
+        monkeypatch.setattr(hosts, "DRIVE_DOWNLOAD", f"{base}/uc")
+        yield base, handler.requests
 
 
 def entry_with(*files):
