@@ -35,7 +35,8 @@ def _zip(members):
 
 class _Hosts(http.server.BaseHTTPRequestHandler):
     """Paths: /asset -> 302 to /objects/w.bin (a release asset); /objects/w.bin the file; /lfs the
-    pointer; /uc the Drive page, whose form leads to /usercontent/download; /cut half the file;
+    pointer; /uc the Drive page (with a cookie), whose form leads to /usercontent/download (which
+    wants the cookie, or answers with the page again); /cut half the file;
     /other another file; /pack.zip, /evil.zip zip packs."""
 
     requests = []
@@ -48,8 +49,9 @@ class _Hosts(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "/objects/w.bin")
             self.end_headers()
             return
+        confirmed = "confirm=t" in self.path and "download_warning=t0k" in (self.headers.get("Cookie") or "")
         bodies = {"/objects/w.bin": PAYLOAD, "/lfs": LFS_POINTER, "/other": PAYLOAD[::-1],
-                  "/usercontent/download": PAYLOAD if "confirm=t" in self.path else DRIVE_PAGE.encode(),
+                  "/usercontent/download": PAYLOAD if confirmed else DRIVE_PAGE.encode(),
                   "/uc": DRIVE_PAGE.encode(), "/cut": PAYLOAD,
                   "/pack.zip": _zip({"pack/readme.txt": b"x", "pack/det.onnx": PAYLOAD}),
                   "/evil.zip": _zip({"../escape.onnx": PAYLOAD, "det.onnx": PAYLOAD})}
@@ -61,6 +63,8 @@ class _Hosts(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html; charset=utf-8" if body.startswith(b"<!DOCTYPE")
                          else "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
+        if path == "/uc":  # the page's token only works with the cookie it sets
+            self.send_header("Set-Cookie", "download_warning=t0k; Path=/")
         self.end_headers()
         self.wfile.write(body[:len(body) // 2] if path == "/cut" else body)
         if path == "/cut":

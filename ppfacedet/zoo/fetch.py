@@ -17,7 +17,7 @@ from .hosts import drive_confirmation_url, drive_page, drive_url, modelscope_pag
 from .pack import copy_member
 from .registry import ZooError, file_sha256
 from .store import ZOO_DIR_ENV, Candidate, cached_file, files_dir, find_local, zoo_dir
-from .transfer import HtmlPage, fetch_into
+from .transfer import HtmlPage, fetch_into, session
 
 MAX_FILE_BYTES = 512 << 20   # the largest official file (Resnet50_Final.pth) is 105 MiB
 MAX_PACK_BYTES = 1 << 30     # insightface packs: buffalo_l 275 MiB, antelopev2 about 390 MiB
@@ -99,8 +99,9 @@ def _write_source(source, handle, label, folder, timeout):
             copy_member(pack.name, member, handle, MAX_FILE_BYTES, pack_url)
         return
     url = {"gdrive": drive_url, "modelscope": modelscope_url}.get(source.kind, lambda ref: ref)(source.ref)
+    opener = session()  # the confirmation request carries the cookies the page set
     try:
-        fetch_into(url, handle, label, MAX_FILE_BYTES, timeout)
+        fetch_into(url, handle, label, MAX_FILE_BYTES, timeout, opener)
     except HtmlPage as page:
         follow = drive_confirmation_url(page.text, page.url) if source.kind == "gdrive" else None
         if follow is None:
@@ -108,7 +109,7 @@ def _write_source(source, handle, label, folder, timeout):
                            + (" (no download form on it: quota exceeded, or not shared?)"
                               if source.kind == "gdrive" else "")) from None
         try:
-            fetch_into(follow, handle, label, MAX_FILE_BYTES, timeout)
+            fetch_into(follow, handle, label, MAX_FILE_BYTES, timeout, opener)
         except HtmlPage:
             raise ZooError(f"{url}: Google Drive's confirmation led to another page, not the file") from None
 

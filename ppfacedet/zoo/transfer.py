@@ -4,6 +4,7 @@ the file recognised: a Git LFS pointer (a host serving the repository's
 pointer instead of the LFS content) is an error, and an HTML page is handed
 back for the caller to read (Google Drive's confirmation page) or refuse."""
 import http.client
+import http.cookiejar
 import urllib.error
 import urllib.request
 
@@ -36,13 +37,19 @@ def _looks_like_html(head, content_type):
     return "text/html" in (content_type or "") or start.startswith((b"<!doctype html", b"<html"))
 
 
-def fetch_into(url, handle, label, max_bytes, timeout=60):
+def session():
+    """An opener that keeps cookies across its requests: Google Drive ties the
+    confirmation token of its warning page to a cookie it set with that page."""
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+
+def fetch_into(url, handle, label, max_bytes, timeout=60, opener=None):
     """Write the body of ``url`` into ``handle``; returns the number of bytes.
     Raises HtmlPage for an HTML answer, ZooError for an LFS pointer, a body over
     ``max_bytes`` or a transfer that ended before its Content-Length."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with (opener or session()).open(request, timeout=timeout) as response:
             final_url = response.geturl()
             total = response.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
