@@ -57,7 +57,7 @@ def test_pretrain_weights_by_name_fills_the_whole_model(zoo):
     assert report.path == converted_weights("yunet_n")
 
 
-def test_tools_take_model_by_name_and_o_still_applies(zoo, tmp_path):
+def test_tools_take_model_by_name_list_it_and_o_still_applies(zoo, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "tools/infer.py", "--model", "yunet_n", "--infer_img",
@@ -65,6 +65,18 @@ def test_tools_take_model_by_name_and_o_still_applies(zoo, tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / (os.path.splitext(os.path.basename(IMAGE))[0] + ".json")).is_file()
+    r = subprocess.run([sys.executable, "tools/infer.py", "--model", "yunet_n", "--infer_img",
+                        str(zoo / "widerface" / IMAGE), "-o", f"weights={tmp_path / 'mine.pdparams'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "mine.pdparams" in r.stderr  # -o weights= wins over the zoo's
+    r = subprocess.run([sys.executable, "tools/zoo.py", "list"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
+    assert len(rows) == 16 and "0.076M" in rows["yunet_n"] and "89.20/88.30/81.10" in rows["yunet_n"]
+    assert rows["yunet_n"].endswith("converted")  # by the infer run above
+    assert rows["retinaface_mnet025"].endswith("official file")  # in the zoo folder, not converted yet
+    assert rows["scrfd_10g_kps"].endswith(" no") and "non-commercial" in rows["scrfd_10g_kps"]
     r = subprocess.run([sys.executable, "tools/eval.py", "--model", "scrfd_10g_kps"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2 and "det_10g.onnx = scrfd_10g_bnkps.onnx  (sha256 5838f7fe" in r.stderr
