@@ -31,7 +31,8 @@ TOP_LEVEL_KEYS = {
     "seed": "random seed for a deterministic run",
     "save_dir": "where checkpoints and logs are written",
     "weights": "weights to evaluate, infer or export with",
-    "pretrain_weights": "weights to initialise training from: a file, a URL or {url, sha256 | md5, download_page}",
+    "pretrain_weights": "weights to initialise training from: a file, a URL, {url, sha256 | md5, download_page} "
+                        "or a model zoo name (tools/zoo.py list)",
     "pretrain_strict": "false: train on when pretrain_weights fills less than 90% of the backbone",
     "log_iter": "print a log line every N iterations",
     "snapshot_epoch": "save a checkpoint every N epochs",
