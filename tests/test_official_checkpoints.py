@@ -33,6 +33,10 @@ CASES = [(repo, name) for repo in RECORDED for name in RECORDED[repo]["models"]]
 SMALL = [("insightface", "scrfd_500m_bnkps"), ("DamoFD", "DamoFD_0.5g_lms")]
 
 
+def our_config(name):
+    return load_config(str(ROOT / "configs" / f"{OURS[name]}.yml"))
+
+
 def official_state(repo, name, seed):
     """The official state dict of ``name``, filled with seeded random values of the recorded dtypes."""
     rng = np.random.default_rng(seed)
@@ -48,11 +52,12 @@ def mmcv_checkpoint(repo, name, state):
     (long texts stood in for by texts of their length) and SGD momentum for every parameter."""
     layout = RECORDED[repo]["mmcv_checkpoint"]
     meta = {}
-    for key, kind in layout["meta_types"].items():
-        value = layout["meta"][key]
-        meta[key] = {"tuple": tuple, "str": str}.get(kind, lambda v: v)(value)
-        if isinstance(value, str) and value.endswith(" characters>"):
-            meta[key] = "\n".join(f"line {i}" for i in range(int(value[1:].split()[0]) // 8))
+    for key, value in layout["meta"].items():
+        if layout["meta_types"][key] == "tuple":  # CLASSES; JSON kept it as a list
+            value = tuple(value)
+        elif isinstance(value, str) and value.endswith(" characters>"):
+            value = "\n".join(f"line {i}" for i in range(int(value[1:].split()[0]) // 8))
+        meta[key] = value
     buffers = set(RECORDED[repo]["models"][name]["buffers"])
     params = [key for key in state if key not in buffers]
     group = dict(layout["optimizer"]["param_group"], params=list(range(len(params))))
@@ -107,7 +112,7 @@ def test_official_mmcv_checkpoint_converts(tmp_path, repo, name):
     state = official_state(repo, name, seed=CASES.index((repo, name)))
     path = tmp_path / "epoch_640.pth"
     save_zip(mmcv_checkpoint(repo, name, state), path)
-    model, count = convert_official_weights(load_config(str(ROOT / "configs" / f"{OURS[name]}.yml")), str(path))
+    model, count = convert_official_weights(our_config(name), str(path))
     assert count == len(model.state_dict())
     assert_filled_from(model, state)
 
@@ -118,7 +123,7 @@ def test_bare_state_dict_converts(tmp_path, repo, name, save):
     state = official_state(repo, name, seed=7)
     path = tmp_path / "model.pth"
     save(state, path)
-    model, _ = convert_official_weights(load_config(str(ROOT / "configs" / f"{OURS[name]}.yml")), str(path))
+    model, _ = convert_official_weights(our_config(name), str(path))
     assert_filled_from(model, state)
 
 
@@ -130,7 +135,7 @@ def test_unknown_entry_is_refused_by_name(tmp_path, repo, name, unknown):
     state[unknown] = np.zeros(3, np.float32)
     path = tmp_path / "epoch_640.pth"
     save_zip(mmcv_checkpoint(repo, name, state), path)
-    cfg = load_config(str(ROOT / "configs" / f"{OURS[name]}.yml"))
+    cfg = our_config(name)
     with pytest.raises(PPFaceDetError) as info:
         convert_official_weights(cfg, str(path))
     assert str(path) in str(info.value) and f"'{unknown}'" in str(info.value) and "match nothing" in str(info.value)
@@ -163,5 +168,5 @@ def test_an_official_name_and_its_renamed_twin_are_refused(tmp_path):
     path = tmp_path / "epoch_640.pth"
     save_zip(state, path)
     with pytest.raises(PPFaceDetError) as info:
-        convert_official_weights(load_config(str(ROOT / "configs" / f"{OURS[name]}.yml")), str(path))
+        convert_official_weights(our_config(name), str(path))
     assert f"'{twin}' and 'head.{twin[len('bbox_head.'):]}' both map to" in str(info.value)
