@@ -61,8 +61,8 @@ def mmcv_checkpoint(repo, name, state):
     buffers = set(RECORDED[repo]["models"][name]["buffers"])
     params = [key for key in state if key not in buffers]
     group = dict(layout["optimizer"]["param_group"], params=list(range(len(params))))
-    optimizer = {"state": {i: {"momentum_buffer": np.asarray(state[key] * np.float32(0.1))} for i, key in enumerate(params)},
-                 "param_groups": [group]}
+    momentum = {i: {"momentum_buffer": np.asarray(state[key] * np.float32(0.1))} for i, key in enumerate(params)}
+    optimizer = {"state": momentum, "param_groups": [group]}
     checkpoint = {"meta": meta, "state_dict": state, "optimizer": optimizer}
     assert sorted(checkpoint) == layout["top_level"]
     return checkpoint
