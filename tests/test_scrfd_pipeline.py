@@ -251,13 +251,13 @@ def first_images_labelv2(src, dst, count):
 def fine_tune_config(tmp_path, weights):
     """SCRFD-500M-KPS from its converted weights on the first subset images
     (boxes only: the landmark loss is masked), official augmentation at 640,
-    batch 4, the schedule's final LR (0.01 x 0.1 x 0.1), BN statistics frozen.
+    batch 4, the schedule's final LR (0.01 x 0.1 x 0.1).
 
     The ONNX releases have BN folded into the convs; the converter restores
-    each BN as identity statistics (mean 0, var 1). In train mode BN would
-    normalise with batch statistics instead, which is a different function:
-    fine-tuning such weights needs the BN layers kept in eval mode
-    (``model.norm_eval``, mmdet's name for it)."""
+    each BN as identity statistics (mean 0, var 1 - eps). In train mode BN
+    would normalise with batch statistics instead, which is a different
+    function: the default ``model.norm_eval: auto`` keeps such layers in
+    inference mode (tests/test_fine_tuning.py)."""
     label_file = tmp_path / "labelv2_first.txt"
     first_images_labelv2(SUBSET / "labelv2_subset_scaled416.txt", label_file, FINE_TUNE_IMAGES)
     overrides = [
@@ -267,7 +267,7 @@ def fine_tune_config(tmp_path, weights):
         f"train_dataset.image_root={SUBSET / 'images'}",
         "train_loader.batch_size=4", "train_loader.num_workers=0",
         "lr_schedule.base_lr=1.0e-4", "lr_schedule.warmup_iters=0",
-        "epochs=1", "log_iter=5", "model.norm_eval=true"]
+        "epochs=1", "log_iter=5"]
     cfg = load_config(str(ROOT / "configs" / "scrfd_500m_kps.yml"), overrides)
     trainer = Trainer(cfg)
     trainer.load_pretrained(cfg["pretrain_weights"])
@@ -275,8 +275,9 @@ def fine_tune_config(tmp_path, weights):
 
 
 def test_norm_eval_training_forward_equals_inference_forward(tmp_path, converted):
-    """Minimal form of the fine-tuning hazard: with frozen BN statistics the
-    converted model computes in train mode what it computes at inference."""
+    """Minimal form of the fine-tuning hazard: by default (``norm_eval:
+    auto``) the converted model computes in train mode what it computes at
+    inference."""
     cfg, trainer = fine_tune_config(tmp_path, converted("scrfd_500m_kps"))
     image = cv2.imread(str(SUBSET / "images" / INFER_IMAGES[0]))
     detector = our_detector("scrfd_500m_kps", model=trainer.model, cfg=cfg)
