@@ -7,17 +7,28 @@ auto``, the default, keeps exactly those layers in inference mode. The slow
 cases run the README's fine-tuning command on real photos, from a folded ONNX
 release and from a ``.pth`` with real statistics."""
 import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ppfacedet.cli import model_with_weights
+from ppfacedet.convert.apply import convert_official_weights
 from ppfacedet.convert.onnx_weights import unfold_batchnorm
 from ppfacedet.core import load_config
 from ppfacedet.core.errors import ConfigError
+from ppfacedet.engine.checkpoint import atomic_save
+from ppfacedet.engine.evaluation import evaluate_model
 from ppfacedet.engine.trainer import Trainer
 from ppfacedet.modeling.detector import build_model
 from ppfacedet.modeling.frozen_norms import batchnorms
-from tiny import make_tiny_config
+from tiny import ROOT, make_tiny_config
 
 
 def unfold_into(norm):
@@ -94,3 +105,106 @@ def test_norm_eval_false_warns_about_unfolded_statistics(tiny_cfg, caplog):
         trainer.train()
     assert any("model.norm_eval=false" in r.message and r.levelno == logging.WARNING for r in caplog.records)
     assert not holds_identity(batchnorms(trainer.model)[0][1])
+
+
+# ---------------------------------------------------------------- the README's command on real photos
+
+SUBSET = ROOT.parent / "shared" / "data" / "widerface" / "val_subset_resized416"
+RELEASES = {"scrfd_500m_kps": "scrfd/scrfd_500m_bnkps.onnx",  # BN folded: identity statistics
+            "yunet_n": "yunet/yunet_n.pth"}                    # real BatchNorm statistics
+SETTINGS = ("easy", "medium", "hard")
+# Fine-tuning may cost at most half an AP point (the issue's bound). Measured
+# with one epoch (see the README's section): SCRFD-500M-KPS +0.32/+0.37/-0.01,
+# YuNet-n FILL; with norm_eval=false SCRFD-500M-KPS falls to FILL.
+MAX_AP_DROP = 0.005
+# One pass over the 100 training photos fits the suite's budget; the README's
+# figures for its own epoch count were measured outside the suite.
+TEST_EPOCHS = 1
+TRAIN_TIMEOUT = 600
+
+
+def readme_fine_tune_command():
+    """The ``tools/train.py`` command of the README's fine-tuning section, as argv."""
+    text = (ROOT / "README.md").read_text().split("### Fine-tuning a released model", 1)[1]
+    block = text.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    line = next(line for line in block.splitlines() if line.startswith("python tools/train.py"))
+    return shlex.split(line.split("#", 1)[0])
+
+
+def with_options(argv, config, replaced):
+    """``argv`` for another config, each ``-o key=value`` whose key is in
+    ``replaced`` given that value (keys the README names must exist)."""
+    argv, out = list(argv), []
+    assert set(replaced) <= {a.split("=", 1)[0] for a in argv}, (replaced, argv)
+    for i, arg in enumerate(argv):
+        if argv[i - 1] == "-c":
+            arg = config
+        elif "=" in arg and arg.split("=", 1)[0] in replaced:
+            arg = f"{arg.split('=', 1)[0]}={replaced[arg.split('=', 1)[0]]}"
+        out.append(arg)
+    return out
+
+
+def write_halves(folder):
+    """The subset's labels split into even- and odd-numbered images."""
+    blocks = []
+    for line in (SUBSET / "labelv2_subset_scaled416.txt").read_text().splitlines():
+        if line.startswith("#"):
+            blocks.append([])
+        blocks[-1].append(line)
+    paths = {}
+    for name, part in (("even", blocks[0::2]), ("odd", blocks[1::2])):
+        paths[name] = folder / f"labelv2_{name}.txt"
+        paths[name].write_text("\n".join(line for block in part for line in block) + "\n")
+    return paths
+
+
+def odd_half_ap(config, weights, odd_labels, folder):
+    """{setting: AP} on the odd half, with the config's test protocol."""
+    eval_config = folder / f"eval_{Path(config).stem}.yml"
+    eval_config.write_text(textwrap.dedent(f"""
+        _BASE_: [{ROOT / config}]
+        eval_dataset: {{type: LabelV2Val, label_file: {odd_labels}, image_root: {SUBSET / 'images'}}}
+        """))
+    cfg = load_config(str(eval_config), [f"weights={weights}"])
+    result = evaluate_model(model_with_weights(cfg), cfg, progress=False)
+    return {k: float(result[k]) for k in SETTINGS}
+
+
+def run_to_completion(argv, timeout):
+    """Run a tool in its own process group, killed whole (loader workers
+    included) if it outlives ``timeout``."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{' '.join(argv)} did not finish in {timeout} s:\n{output[-3000:]}")
+    return proc.returncode, output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_the_readme_fine_tuning_command_keeps_the_release_ap(name, tmp_path, shared_data):
+    config = f"configs/{name}.yml"
+    model, _ = convert_official_weights(load_config(str(ROOT / config)),
+                                        str(shared_data / "weights" / RELEASES[name]))
+    release = tmp_path / f"{name}.pdparams"
+    atomic_save(model.state_dict(), str(release))
+    halves = write_halves(tmp_path)
+    argv = with_options(readme_fine_tune_command(), config, {
+        "pretrain_weights": release, "train_dataset.label_file": halves["even"],
+        "train_dataset.image_root": SUBSET / "images", "epochs": TEST_EPOCHS})
+    argv = [sys.executable, *argv[1:], "-o", f"save_dir={tmp_path / 'output'}"]
+    code, log = run_to_completion(argv, TRAIN_TIMEOUT)
+    assert code == 0, log[-3000:]
+    frozen_said = "BatchNorm layers hold the identity statistics" in log
+    assert frozen_said == name.startswith("scrfd"), log[-3000:]
+
+    before = odd_half_ap(config, release, halves["odd"], tmp_path)
+    after = odd_half_ap(config, tmp_path / "output" / name / "model_final.pdparams", halves["odd"], tmp_path)
+    print(name, "AP before", before, "after", after)
+    for setting in ("easy", "hard"):
+        assert after[setting] >= before[setting] - MAX_AP_DROP, (setting, before, after)
