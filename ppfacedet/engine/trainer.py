@@ -18,6 +18,7 @@ from ..core.registry import LR_SCHEDULES, OPTIMIZERS
 from ..data.loader import build_train_loader, unpack_batch
 from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
+from ..modeling.frozen_norms import batchnorms, kept_in_inference_mode
 from . import callbacks as cb
 from .checkpoint import portable_optimizer_state, read_checkpoint, restore_optimizer_state
 from .metrics import build_metric
@@ -32,15 +33,6 @@ MAX_CONSECUTIVE_BAD_STEPS = 10
 
 class TrainingError(PPFaceDetError):
     pass
-
-
-def has_folded_batchnorm(model):
-    """Whether every BatchNorm holds the statistics ``unfold_batchnorm`` gives
-    (mean 0, variance 1 - eps), i.e. the weights came from a BN-folded export."""
-    norms = [m for m in model.sublayers() if isinstance(m, paddle.nn.layer.norm._BatchNormBase)]
-    return bool(norms) and all(
-        float(paddle.abs(m._mean).max()) == 0.0
-        and float(paddle.abs(m._variance - (1.0 - m._epsilon)).max()) < 1e-7 for m in norms)
 
 
 def seed_everything(seed):
@@ -145,10 +137,27 @@ class Trainer:
         LOG.info(report.summary())
         if not report.fills_backbone:
             LOG.warning(report.shortfall())
-        if not self.model.norm_eval and has_folded_batchnorm(self.model):
-            LOG.warning("%s has identity BatchNorm statistics (converted from a BN-folded export): they only "
-                        "hold in inference mode, so training would replace them with batch statistics and "
-                        "break the model. Fine-tune with -o model.norm_eval=true", report.path)
+
+    def _report_frozen_norms(self):
+        """Say which BatchNorm layers keep their statistics (``model.norm_eval``,
+        modeling/frozen_norms.py), and warn when ``false`` trains away the
+        identity statistics of a BN-folded export."""
+        total = len(batchnorms(self.model))
+        if not self.is_main or total == 0:
+            return
+        setting, unfolded = self.model.norm_eval, len(kept_in_inference_mode(self.model, "auto"))
+        if setting == "auto" and unfolded:
+            LOG.info("model.norm_eval=auto: %d of %d BatchNorm layers hold the identity statistics of a "
+                     "BN-folded export (mean 0, variance 1 - eps), which only hold in inference mode: they stay "
+                     "in inference mode (statistics frozen, scale and shift trained). -o model.norm_eval=false "
+                     "trains them with batch statistics", unfolded, total)
+        elif setting is True:
+            LOG.info("model.norm_eval=true: all %d BatchNorm layers stay in inference mode "
+                     "(statistics frozen, scale and shift trained)", total)
+        elif setting is False and unfolded:
+            LOG.warning("model.norm_eval=false: %d of %d BatchNorm layers hold the identity statistics of a "
+                        "BN-folded export, which training replaces with batch statistics: a converted release "
+                        "loses its accuracy (-o model.norm_eval=auto keeps them)", unfolded, total)
 
     # -- the loop -------------------------------------------------------------
     def train(self):
@@ -180,6 +189,7 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin(self, state)
         self.model.train()
+        self._report_frozen_norms()
         bad_steps = 0
         for epoch in range(state["epoch"], state["epochs"]):
             state["epoch"], state["metrics"] = epoch, None
