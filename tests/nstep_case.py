@@ -108,8 +108,8 @@ def differences(reference, other):
     {metric: [steps]}:
       ``term_<name>``, ``lr``: relative difference;
       ``<kind>_value``: per tensor, the largest difference of a sampled element
-        over the tensor's largest initial |element|; the largest over the kind
-        (row 0: the initial weights);
+        over the largest |element| the reference run's samples ever hold (a BN
+        mean may start at 0); the largest over the kind (row 0: the initial weights);
       ``<kind>_update``: per tensor, the relative difference of the update
         norms ||w_t - w_0||; the largest over the kind.
     """
@@ -126,7 +126,7 @@ def differences(reference, other):
         value, update = [], []
         for t in np.flatnonzero(kinds == kind):
             cols = slice(offsets[t], offsets[t + 1])
-            scale = max(np.abs(ref_samples[0, cols]).max(), 1e-30)
+            scale = max(np.abs(ref_samples[:, cols]).max(), 1e-30)
             value.append(np.abs(oth_samples[:, cols] - ref_samples[:, cols]).max(axis=1) / scale)
             update.append(np.abs(oth_norm[:, t] - ref_norm[:, t]) / np.maximum(ref_norm[:, t], 1e-30))
         out[f"{kind}_value"] = np.max(value, axis=0)

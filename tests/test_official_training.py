@@ -39,6 +39,11 @@ def yunet_names(official, model):
     return [ours[name] for name in official]
 
 
+def scrfd_names(official, model):
+    from ppfacedet.convert.scrfd import SCRFDConverter
+    return [SCRFDConverter.official_to_ours(name) for name in official]
+
+
 # family -> (config, official weights under shared data, {official term: our term},
 #            -o overrides beyond the case's, official tensor names -> ours)
 FAMILIES = {
@@ -48,6 +53,10 @@ FAMILIES = {
     "yunet": ("yunet_n", "weights/yunet/yunet_n.pth",
               {k: k for k in ("loss_cls", "loss_bbox", "loss_obj", "loss_kps", "loss")},
               [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}"], yunet_names),
+    # The release is BN-folded: both sides start from its conversion (identity BN statistics).
+    "scrfd": ("scrfd_500m_kps", "weights/scrfd/scrfd_500m_bnkps.onnx",
+              {"loss_cls": "loss_cls", "loss_bbox": "loss_box", "loss_kps": "loss_kps", "loss": "loss"},
+              [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}"], scrfd_names),
 }
 
 # A difference passes when it is within NOISE_FACTOR times the official code's
