@@ -21,10 +21,10 @@ import numpy as np
 from loss_case import LANDMARK_LAYOUT
 
 PHOTOS = (
-    "2--Demonstration/2_Demonstration_Political_Rally_2_187.jpg",  # 7 faces, 13-154 px
-    "2--Demonstration/2_Demonstration_Protesters_2_796.jpg",       # 11 faces, 13-62 px
-    "0--Parade/0_Parade_Parade_0_545.jpg",                         # 2 faces, up to 124 px
-    "7--Cheering/7_Cheering_Cheering_7_195.jpg",                   # 9 faces, 10-20 px
+    "2--Demonstration/2_Demonstration_Political_Rally_2_187.jpg",  # 7 faces, 12-154 px
+    "2--Demonstration/2_Demonstration_Protesters_2_796.jpg",       # 11 faces, 11-62 px
+    "0--Parade/0_Parade_Parade_0_545.jpg",                         # 2 faces, 107-124 px
+    "7--Cheering/7_Cheering_Cheering_7_195.jpg",                   # 9 faces, 15-20 px
 )
 BATCHES = ((0, 1), (2, 3))
 STEPS = 20
