@@ -52,10 +52,11 @@ FAMILIES = {
     "yunet": ("yunet_n", "weights/yunet/yunet_n.pth",
               {k: k for k in ("loss_cls", "loss_bbox", "loss_obj", "loss_kps", "loss")},
               [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}"], yunet_names),
-    # The release is BN-folded: both sides start from its conversion (identity BN statistics).
+    # The release is BN-folded: both sides start from its conversion (identity BN statistics), and
+    # train those BatchNorms as the official config does (norm_eval false), whatever our default is.
     "scrfd": ("scrfd_500m_kps", "weights/scrfd/scrfd_500m_bnkps.onnx",
               {"loss_cls": "loss_cls", "loss_bbox": "loss_box", "loss_kps": "loss_kps", "loss": "loss"},
-              [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}"], scrfd_names),
+              [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}", "model.norm_eval=false"], scrfd_names),
 }
 
 # A difference passes when it is within NOISE_FACTOR times the official code's
