@@ -18,7 +18,7 @@ and 16). Warmup recipes (SCRFD, DamoFD, YuNet) warm up over 6 iterations from
 """
 import numpy as np
 
-from loss_case import LANDMARK_LAYOUT
+from loss_case import LANDMARK_LAYOUT, hashed_uniform
 
 PHOTOS = (
     "2--Demonstration/2_Demonstration_Political_Rally_2_187.jpg",  # 7 faces, 12-154 px
@@ -110,8 +110,9 @@ def differences(reference, other):
       ``<kind>_value``: per tensor, the largest difference of a sampled element
         over the largest |element| the reference run's samples ever hold (a BN
         mean may start at 0); the largest over the kind (row 0: the initial weights);
-      ``<kind>_update``: per tensor, the relative difference of the update
-        norms ||w_t - w_0||; the largest over the kind.
+      ``<kind>_update``: per tensor, the difference of the update norms
+        ||w_t - w_0|| relative to the reference's (at least 1e-3 of the kind's
+        largest at that step); the largest over the kind.
     """
     out = {}
     for key in reference:
@@ -124,11 +125,41 @@ def differences(reference, other):
     ref_norm, oth_norm = np.asarray(reference["update_norm"]), np.asarray(other["update_norm"])
     for kind in KINDS:
         value, update = [], []
+        # an update under 1e-3 of the kind's largest is rounding (e.g. the bias of a conv
+        # before a BatchNorm, whose gradient is 0): compare it on that scale
+        floor = np.maximum(1e-3 * ref_norm[:, kinds == kind].max(axis=1), 1e-30)
         for t in np.flatnonzero(kinds == kind):
             cols = slice(offsets[t], offsets[t + 1])
             scale = max(np.abs(ref_samples[:, cols]).max(), 1e-30)
             value.append(np.abs(oth_samples[:, cols] - ref_samples[:, cols]).max(axis=1) / scale)
-            update.append(np.abs(oth_norm[:, t] - ref_norm[:, t]) / np.maximum(ref_norm[:, t], 1e-30))
+            update.append(np.abs(oth_norm[:, t] - ref_norm[:, t]) / np.maximum(ref_norm[:, t], floor))
         out[f"{kind}_value"] = np.max(value, axis=0)
         out[f"{kind}_update"] = np.max(update, axis=0)
+    return out
+
+
+def hashed_initial_weights(shapes):
+    """{name: float32 array} for a network without released weights (DamoFD),
+    the same bits on both sides, following the official init's rules with
+    hashed instead of normal draws (``hashed_uniform`` keyed by the CRC-32 of
+    the tensor's official name): running means 0 and variances 1; 1-D
+    ``weight``/``scale`` (norm and Scale layers) 1 and ``bias`` 0; head convs
+    (``bbox_head.``) of standard deviation 0.01 and the class convs' bias
+    -4.595 (SCRFDHead.init_weights); every other tensor of unit gain, uniform
+    in +-sqrt(3 / fan_in)."""
+    import zlib
+    out = {}
+    for name, shape in shapes.items():
+        shape = tuple(int(s) for s in shape)
+        if name.endswith("running_var") or (len(shape) <= 1 and name.endswith(("weight", "scale"))):
+            value = np.full(shape, 1.0, np.float32)
+        elif len(shape) <= 1 and ".stride_cls." in name and name.endswith("bias"):
+            value = np.full(shape, -4.595, np.float32)
+        elif name.endswith("running_mean") or (len(shape) <= 1 and name.endswith("bias")):
+            value = np.zeros(shape, np.float32)
+        else:
+            std = 0.01 if name.startswith("bbox_head.") else np.sqrt(1.0 / max(1, int(np.prod(shape[1:]))))
+            uniform = hashed_uniform(int(np.prod(shape)), zlib.crc32(name.encode()))
+            value = ((2 * uniform - 1) * std * np.sqrt(3.0)).astype(np.float32).reshape(shape)
+        out[name] = value
     return out
