@@ -54,11 +54,10 @@ FAMILIES = {
     "yunet": ("yunet_n", "weights/yunet/yunet_n.pth",
               {k: k for k in ("loss_cls", "loss_bbox", "loss_obj", "loss_kps", "loss")},
               [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}"], yunet_names),
-    # The release is BN-folded: both sides start from its conversion (identity BN statistics), and
-    # train those BatchNorms as the official config does (norm_eval false), whatever our default is.
+    # The release is BN-folded: both sides start from its conversion (identity BN statistics).
     "scrfd": ("scrfd_500m_kps", "weights/scrfd/scrfd_500m_bnkps.onnx",
               {"loss_cls": "loss_cls", "loss_bbox": "loss_box", "loss_kps": "loss_kps", "loss": "loss"},
-              [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}", "model.norm_eval=false"], scrfd_names),
+              [f"lr_schedule.warmup_iters={nstep_case.WARMUP_ITERS}"], scrfd_names),
     # No DamoFD release is at hand: both sides start from nstep_case.hashed_initial_weights (None).
     "damofd": ("damofd_0.5g_kps", None,
                {"loss_cls": "loss_cls", "loss_bbox": "loss_box", "loss_kps": "loss_kps", "loss": "loss"},
@@ -95,6 +94,8 @@ def case_overrides(label_file, image_root, save_dir):
         f"epochs={nstep_case.STEPS // nstep_case.ITERS_PER_EPOCH}",
         f"lr_schedule.milestones={list(nstep_case.MILESTONES)}",
         "auto_scale_lr.enable=false", f"save_dir='{save_dir}'", "snapshot_epoch=1000", "log_iter=1000",
+        # the official configs train every BatchNorm, whatever our default for BN-folded weights is
+        "model.norm_eval=false",
     ]
 
 
