@@ -24,6 +24,7 @@ from ppfacedet.core import load_config
 from ppfacedet.data.synthetic import write_split
 from ppfacedet.engine.checkpoint import atomic_save
 from ppfacedet.engine.trainer import Trainer
+from detections import assert_same_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -130,24 +131,8 @@ def our_subset_ap(name, weights):
     return subset_ap(lambda image: detections_to_wider(detector(image)))
 
 
-def match_detections(ours, theirs):
-    """Pair every official detection with our nearest box; -> (our index per official one)."""
-    if len(theirs["boxes"]) == 0:
-        return np.zeros(0, np.int64)
-    dist = np.abs(theirs["boxes"][:, None, :] - ours["boxes"][None, :, :]).max(axis=2)
-    return dist.argmin(axis=1)
-
-
 def assert_same_detections(ours, theirs, box_tol=1e-2, score_tol=1e-4, where=""):
-    assert len(ours["scores"]) == len(theirs["scores"]), (
-        f"{where}: {len(ours['scores'])} detections vs {len(theirs['scores'])} official")
-    pair = match_detections(ours, theirs)
-    assert len(set(pair.tolist())) == len(pair), f"{where}: two official detections match one of ours"
-    np.testing.assert_allclose(ours["boxes"][pair], theirs["boxes"], atol=box_tol, rtol=0, err_msg=where)
-    np.testing.assert_allclose(ours["scores"][pair], theirs["scores"], atol=score_tol, rtol=0, err_msg=where)
-    if theirs["landmarks"] is not None:
-        np.testing.assert_allclose(ours["landmarks"][pair], theirs["landmarks"], atol=box_tol, rtol=0,
-                                   err_msg=where)
+    assert_same_faces(ours, theirs, box_tol, score_tol, where=where)
 
 
 def official_detections(official, image, threshold):

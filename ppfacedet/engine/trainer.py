@@ -25,6 +25,7 @@ from .metrics import build_metric
 from .optim import scaled_base_lr
 from .pretrain import load_pretrained
 from .sync_batchnorm import convert_sync_batchnorm
+from .watchdog import ProgressWatchdog
 
 LOG = get_logger()
 MAX_CONSECUTIVE_BAD_STEPS = 10
@@ -68,6 +69,7 @@ class Trainer:
         self.state = {"epoch": 0, "iteration": 0, "best_metric": -1.0, "skipped_samples": 0,
                       "epochs": int(cfg.get("epochs", 1)), "is_main": self.is_main}
         self.callbacks = self._build_callbacks(use_vdl, evaluate_during_training)
+        self.watchdog = ProgressWatchdog.from_config(cfg)
 
     # -- set-up ---------------------------------------------------------------
     def _check_amp(self, amp):
@@ -163,11 +165,20 @@ class Trainer:
                      self.world_size, sampler.batch_size)
         if getattr(self, "_pending_optimizer_state", None) is not None:
             restore_optimizer_state(self.optimizer, self.model, self._pending_optimizer_state)
-        net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
+        self._net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
         scaler = paddle.amp.GradScaler() if self.amp else None
         state = self.state
         state.update(iters_per_epoch=iters_per_epoch, lr=0.0, losses={}, images_per_sec=0.0, eta_seconds=0)
         total_iters = iters_per_epoch * state["epochs"]
+        self.watchdog.start()
+        try:
+            self._run_epochs(loader, sampler, dataset, scaler, total_iters)
+        finally:
+            self.watchdog.stop()
+        return state
+
+    def _run_epochs(self, loader, sampler, dataset, scaler, total_iters):
+        state, net = self.state, self._net
         for callback in self.callbacks:
             callback.on_train_begin(self, state)
         self.model.train()
@@ -177,42 +188,51 @@ class Trainer:
             sampler.set_epoch(epoch)
             dataset.epoch = epoch
             timer = cb.StepTimer()
-            for loaded in loader:
-                batch = unpack_batch(loaded)
-                state["skipped_samples"] += batch["num_skipped"]
-                if batch["image"] is None:
-                    continue
-                lr = self.schedule.lr_at(state["iteration"], iters_per_epoch, state["epochs"])
-                self.optimizer.set_lr(lr)
-                buffers = self._snapshot_buffers()
-                losses = self._forward_loss(net, batch)
-                if self._all_finite(losses["loss"]):
-                    bad_steps = 0
-                    self._step(losses["loss"], scaler)
-                else:
-                    bad_steps += 1
-                    self._restore_buffers(buffers)
-                    LOG.warning("non-finite loss at iteration %d (%s); update skipped",
-                                state["iteration"], {k: float(v) for k, v in losses.items()})
-                    self.optimizer.clear_grad()
-                    if bad_steps >= MAX_CONSECUTIVE_BAD_STEPS:
-                        raise TrainingError(
-                            f"{bad_steps} consecutive non-finite losses; stopping. The last good checkpoint "
-                            f"is {os.path.join(self.out_dir, 'latest.pdckpt')} (if one was saved); "
-                            "lower lr_schedule.base_lr or check the data")
-                state["iteration"] += 1
-                step_time = timer.tick()
-                state.update(lr=lr, losses={k: float(v) for k, v in losses.items()},
-                             images_per_sec=batch["image"].shape[0] * self.world_size / step_time,
-                             eta_seconds=step_time * (total_iters - state["iteration"]))
+            with self.watchdog.stage(f"waiting for a batch from the data loader (epoch {epoch + 1})"):
+                for loaded in loader:
+                    with self.watchdog.stage(f"training step {state['iteration'] + 1}"):
+                        bad_steps = self._train_step(net, loaded, scaler, bad_steps, timer, total_iters)
+                    self.watchdog.beat()
+            with self.watchdog.stage(f"end of epoch {epoch + 1} (evaluation, checkpoints)"):
                 for callback in self.callbacks:
-                    callback.on_step_end(self, state)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, state)
+                    callback.on_epoch_end(self, state)
         state["epoch"] = state["epochs"] - 1
         for callback in self.callbacks:
             callback.on_train_end(self, state)
-        return state
+
+    def _train_step(self, net, loaded, scaler, bad_steps, timer, total_iters):
+        """One update (or a skipped one); returns the count of consecutive bad steps."""
+        state = self.state
+        batch = unpack_batch(loaded)
+        state["skipped_samples"] += batch["num_skipped"]
+        if batch["image"] is None:
+            return bad_steps
+        lr = self.schedule.lr_at(state["iteration"], state["iters_per_epoch"], state["epochs"])
+        self.optimizer.set_lr(lr)
+        buffers = self._snapshot_buffers()
+        losses = self._forward_loss(net, batch)
+        if self._all_finite(losses["loss"]):
+            bad_steps = 0
+            self._step(losses["loss"], scaler)
+        else:
+            bad_steps += 1
+            self._restore_buffers(buffers)
+            LOG.warning("non-finite loss at iteration %d (%s); update skipped",
+                        state["iteration"], {k: float(v) for k, v in losses.items()})
+            self.optimizer.clear_grad()
+            if bad_steps >= MAX_CONSECUTIVE_BAD_STEPS:
+                raise TrainingError(
+                    f"{bad_steps} consecutive non-finite losses; stopping. The last good checkpoint "
+                    f"is {os.path.join(self.out_dir, 'latest.pdckpt')} (if one was saved); "
+                    "lower lr_schedule.base_lr or check the data")
+        state["iteration"] += 1
+        step_time = timer.tick()
+        state.update(lr=lr, losses={k: float(v) for k, v in losses.items()},
+                     images_per_sec=batch["image"].shape[0] * self.world_size / step_time,
+                     eta_seconds=step_time * (total_iters - state["iteration"]))
+        for callback in self.callbacks:
+            callback.on_step_end(self, state)
+        return bad_steps
 
     def _forward_loss(self, net, batch):
         if self.amp:
@@ -251,6 +271,14 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.clear_grad()
 
+    def wait_for_all_ranks(self, why):
+        """A barrier over the training processes; this process's watchdog
+        does not count the wait (the process waited for has its own)."""
+        if self.world_size > 1:
+            with self.watchdog.paused(why):
+                dist.barrier()
+
     def evaluate(self):
         from .evaluation import evaluate_model
-        return evaluate_model(self.model, self.cfg)
+        with self.watchdog.stage("evaluation"):
+            return evaluate_model(self.model, self.cfg, on_image=self.watchdog.beat)
