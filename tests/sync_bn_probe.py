@@ -1,7 +1,10 @@
 """Run under paddle.distributed.launch by test_distributed.py: a conv/BatchNorm
 network with parallel branches takes three SGD steps on 8 fixed images, split
 evenly over the processes, with sync_bn's BatchNorm; one process keeps
-Paddle's own BatchNorm. Every rank saves its parameters and BN statistics."""
+Paddle's own BatchNorm. Both follow torch's running variance, as the trainer
+makes them. Every rank saves its parameters and BN statistics, and each
+BatchNorm's input at every step with its running variance before the first."""
+import itertools
 import sys
 
 import numpy as np
@@ -10,6 +13,7 @@ import paddle.distributed as dist
 import paddle.nn as nn
 
 sys.path.insert(0, sys.argv[2])
+from ppfacedet.engine.batchnorm_stats import follow_torch_running_variance  # noqa: E402
 from ppfacedet.engine.sync_batchnorm import convert_sync_batchnorm  # noqa: E402
 
 
@@ -29,6 +33,18 @@ class Net(nn.Layer):
         return self.out(self.left(x) + self.right(x))
 
 
+def record_batchnorm_inputs(model):
+    """{"<layer>|v0": running variance now, "<layer>|<call>": input at each call} for every BatchNorm."""
+    record = {}
+    for name, layer in model.named_sublayers():
+        if isinstance(layer, nn.layer.norm._BatchNormBase):
+            record[f"{name}|v0"] = layer._variance.numpy().copy()
+            calls = itertools.count()
+            layer.register_forward_pre_hook(
+                lambda layer, x, name=name, calls=calls: record.update({f"{name}|{next(calls)}": x[0].numpy()}))
+    return record
+
+
 world = dist.get_world_size()
 if world > 1:
     dist.init_parallel_env()
@@ -38,10 +54,11 @@ rng = np.random.default_rng(0)
 images = rng.normal(1.0, 2.0, (8, 3, 16, 16)).astype("float32")
 targets = rng.normal(0.0, 1.0, (8, 4, 8, 8)).astype("float32")
 share = slice(dist.get_rank() * 8 // world, (dist.get_rank() + 1) * 8 // world)
-net = model
 if world > 1:
     convert_sync_batchnorm(model)
-    net = paddle.DataParallel(model)
+follow_torch_running_variance(model)  # both as the trainer makes them
+inputs = record_batchnorm_inputs(model)
+net = paddle.DataParallel(model) if world > 1 else model
 optimizer = paddle.optimizer.Momentum(0.05, momentum=0.9, parameters=model.parameters())
 for _ in range(3):
     out = net(paddle.to_tensor(images[share]))
@@ -51,3 +68,4 @@ for _ in range(3):
     optimizer.step()
     optimizer.clear_grad()
 np.savez(f"{sys.argv[1]}{dist.get_rank()}.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
+np.savez(f"{sys.argv[1]}{dist.get_rank()}_inputs.npz", **inputs)

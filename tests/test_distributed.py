@@ -9,6 +9,7 @@ import pytest
 from ppfacedet.core import load_config
 from ppfacedet.data.loader import build_train_loader, unpack_batch
 from ppfacedet.engine.trainer import Trainer
+from test_batchnorm_stats import RTOL, torch_running_variance
 from tiny import ROOT, make_tiny_config
 
 EPOCHS = 3
@@ -113,3 +114,24 @@ def test_sync_bn_two_processes_equal_one_process_at_the_full_batch(tmp_path):
     for key in single.files:
         np.testing.assert_allclose(rank0[key], single[key], rtol=1e-4, atol=1e-5, err_msg=key)
         np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=f"ranks diverged at {key}")
+    for nproc, final in ((1, single), (2, rank0)):
+        worst = worst_synced_variance_error(final, [np.load(tmp_path / f"bn{nproc}_rank{r}_inputs.npz")
+                                                    for r in range(nproc)])
+        print(f"{nproc} process(es): max |running variance / torch's over the whole batch - 1| = {worst:.2e}")
+        assert worst < RTOL
+
+
+def worst_synced_variance_error(final, rank_inputs):
+    """max |running variance / torch's - 1|, torch's taken over the inputs of
+    every rank at each step, i.e. the whole synchronised batch (rank order is
+    image order)."""
+    worst = 0.0
+    for key in rank_inputs[0].files:
+        if key.endswith("|v0"):
+            name = key[:-len("|v0")]
+            steps = sorted(int(k.split("|")[1]) for k in rank_inputs[0].files if k.startswith(name + "|")
+                           and not k.endswith("|v0"))
+            batches = [np.concatenate([r[f"{name}|{step}"] for r in rank_inputs]) for step in steps]
+            expected = torch_running_variance(rank_inputs[0][key], batches)
+            worst = max(worst, float(np.abs(final[f"{name}._variance"] / expected - 1).max()))
+    return worst

@@ -5,31 +5,41 @@ Paddle's own ``paddle.nn.SyncBatchNorm`` has a GPU kernel only (3.3.1 on CPU:
 ``CrossProcessBatchNorm``: the per-channel sums are all-reduced, in the forward
 pass for the mean and variance and, through autograd, in the backward pass
 for their gradients. Two processes with half a batch each then normalise, and
-differentiate, exactly as one process does on the whole batch.
+differentiate, exactly as one process does on the whole batch. Its running
+variance moves toward the unbiased variance of the whole synchronised batch, as
+torch's SyncBatchNorm's does (engine/batchnorm_stats.py says why).
 """
 import paddle
 from paddle.nn.layer.norm import _BatchNormBase
 
 from ..core.distributed import SumOverProcesses, is_multi_process
+from .batchnorm_stats import check_values_per_channel
 
 
 class CrossProcessBatchNorm(paddle.nn.BatchNorm2D):
     """BatchNorm2D (same parameters and buffers, so the same state dict) with
     statistics over all processes' batches while training."""
 
+    follows_torch_variance = True
+
     def forward(self, x):
         if not self.training or self._use_global_stats:
             return super().forward(x)
-        sum_over = SumOverProcesses.apply if is_multi_process() else (lambda t: t)
+        multi_process = is_multi_process()
+        sum_over = SumOverProcesses.apply if multi_process else (lambda t: t)
         axes = [0, 2, 3]
-        count = sum_over(paddle.full([1], x.shape[0] * x.shape[2] * x.shape[3], x.dtype))
+        local_count = x.shape[0] * x.shape[2] * x.shape[3]
+        if not multi_process:  # over several processes there are always 2 values or more
+            check_values_per_channel(local_count, x)
+        count = sum_over(paddle.full([1], local_count, x.dtype))
         mean = sum_over(x.sum(axis=axes)) / count
         centred = x - mean.reshape([1, -1, 1, 1])
-        variance = sum_over((centred * centred).sum(axis=axes)) / count  # biased, as BatchNorm2D's
+        variance = sum_over((centred * centred).sum(axis=axes)) / count  # biased: what both frameworks normalise with
         with paddle.no_grad():
             momentum = self._momentum
             self._mean.set_value(self._mean * momentum + mean.detach() * (1 - momentum))
-            self._variance.set_value(self._variance * momentum + variance.detach() * (1 - momentum))
+            unbiased = variance.detach() * (count / (count - 1))
+            self._variance.set_value(self._variance * momentum + unbiased * (1 - momentum))
         scale = self.weight / paddle.sqrt(variance + self._epsilon)
         return centred * scale.reshape([1, -1, 1, 1]) + self.bias.reshape([1, -1, 1, 1])
 

@@ -20,6 +20,7 @@ from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
 from ..modeling.frozen_norms import batchnorms, kept_in_inference_mode
 from . import callbacks as cb
+from .batchnorm_stats import follow_torch_running_variance
 from .checkpoint import portable_optimizer_state, read_checkpoint, restore_optimizer_state
 from .metrics import build_metric
 from .optim import scaled_base_lr
@@ -53,6 +54,7 @@ class Trainer:
         seed_everything(int(cfg.get("seed", 0)))
         self.model = build_model(cfg)
         self._sync_batchnorm(bool(cfg.get("sync_bn", False)))
+        follow_torch_running_variance(self.model)  # the official recipes' BN statistics (batchnorm_stats.py)
         self.policy = InputPolicy.from_config(cfg)
         self.out_dir = os.path.join(cfg.get("save_dir", "output"), getattr(cfg, "name", "model"))
         self.amp = self._check_amp(amp)
