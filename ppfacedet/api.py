@@ -5,6 +5,7 @@
     faces = det(image_bgr)            # {'boxes' [k,4], 'scores' [k], 'landmarks' [k,5,2] | None}
     batch = det([img1, img2])         # a list in, a list out
     faces = det("photo.jpg")          # paths are read (a damaged file is a DataError naming it)
+    det = FaceDetector.from_pretrained("scrfd_500m_kps")  # a released model by name (tools/zoo.py list)
 
 Boxes and landmarks are in the original image's pixels. Without
 ``target_size`` the model's official test protocol (its ``input`` section)
@@ -33,6 +34,15 @@ class FaceDetector:
         if weights:
             load_weights(model, weights)
         self._setup(model, cfg, target_size, test_settings)
+
+    @classmethod
+    def from_pretrained(cls, name, target_size=None, overrides=(), **test_settings):
+        """A released model by name (``tools/zoo.py list``): its config, and its official weights
+        fetched (or found in ``PPFACEDET_ZOO_DIR``) and converted once."""
+        from .zoo import config_path, converted_weights
+        cfg = load_config(config_path(name), overrides)
+        return cls(cfg, weights=cfg.get("weights") or converted_weights(name), target_size=target_size,
+                   **test_settings)
 
     @classmethod
     def from_model(cls, model, cfg, target_size=None, **test_settings):

@@ -1,6 +1,7 @@
 """What every tool shares: -c/-o parsing and turning known errors into one
 clear line and a non-zero exit instead of a traceback."""
 import argparse
+import json
 import sys
 import warnings
 
@@ -8,11 +9,17 @@ from .core.config import load_config
 from .core.errors import PPFaceDetError
 
 
-def base_parser(description, config_required=True):
+def base_parser(description, config_required=True, zoo_model=False):
+    """``zoo_model``: also take ``--model NAME`` (config and weights from the model zoo; -c then optional)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=config_required,
-                        help="model config, e.g. configs/retinaface_mnet025.yml")
+    parser.add_argument("-c", "--config", required=config_required and not zoo_model,
+                        help="model config, e.g. configs/retinaface_mnet025.yml"
+                             + (" (default with --model: the zoo model's own)" if zoo_model else ""))
+    if zoo_model:
+        parser.add_argument("--model", default=None, metavar="NAME",
+                            help="a released model by name (tools/zoo.py list): its config, and its official "
+                                 "weights fetched and converted once; -c and -o still apply on top")
     parser.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. -o weights=out.pdparams -o test.nms_threshold=0.45 "
                              "(repeatable)")
@@ -23,7 +30,15 @@ def base_parser(description, config_required=True):
 
 
 def load_cfg(args):
-    return load_config(args.config, args.opt, overlays=args.slim_config)
+    name = getattr(args, "model", None)
+    if not name:
+        if not args.config:
+            raise PPFaceDetError("give a config (-c FILE) or a released model (--model NAME, tools/zoo.py list)")
+        return load_config(args.config, args.opt, overlays=args.slim_config)
+    from .zoo import config_path, converted_weights
+    config = args.config or config_path(name)  # config_path first: an unknown name fails before any download
+    # the zoo's weights go first, so that an explicit -o weights=... still wins
+    return load_config(config, [f"weights={json.dumps(converted_weights(name))}"] + list(args.opt), overlays=args.slim_config)
 
 
 def run(main):

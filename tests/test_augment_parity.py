@@ -28,7 +28,8 @@ PATCH_AT = ((32, 32), (316, 316), (600, 600))
 # fixture -> (the config whose train_dataset.transforms and input section are
 # compared, the tolerance on boxes and landmarks in pixels). mmdet computes them
 # in float32 as we do, so they must match exactly; Pytorch_Retinaface divides in
-# float64. Images allow 1e-3 for SIMD differences between machines.
+# float64. Images allow 1e-3 (float rounding of the normalisation), and more
+# only where OpenCV's 8-bit code may round otherwise (see grey_level_allowance).
 FAMILIES = {
     "scrfd": ("configs/scrfd_500m_kps.yml", 0),
     "scrfd_noclip": ("configs/scrfd_2.5g_kps.yml", 0),
@@ -37,6 +38,49 @@ FAMILIES = {
     "yunet_s": ("configs/yunet_s.yml", 0),
     "retinaface": ("configs/retinaface_mnet025.yml", 1e-4),
 }
+
+
+# The fixtures were made on an AVX2 machine. OpenCV's 8-bit colour conversion
+# and resize take other SIMD paths where AVX-512 is dispatched, and round some
+# values one grey level apart: measured on an AVX-512 + VNNI EPYC, 46 of the 192
+# values of one 8x8 RetinaFace patch, each by exactly 1 (issue 19). Held to
+# AVX2 (OPENCV_CPU_DISABLE) that machine computes the fixtures exactly. For the
+# share over a whole input: SSE4.2 code against AVX2 code on an AVX2 machine
+# (OPENCV_CPU_DISABLE=AVX2,AVX,FP16,SSE4.1,SSE4.2) differs in 0.03% to 4.9% of
+# each RetinaFace case's values. So on AVX-512 dispatch an 8-bit pipeline may
+# differ by one grey level in at most a third of the values (a patch: 24% seen);
+# float pipelines (SCRFD, DamoFD, YuNet convert to float32 first) and every
+# AVX2 run stay at 1e-3.
+GREY_LEVEL_SHARE = 1 / 3
+
+
+def opencv_dispatches_avx512():
+    """Whether OpenCV runs AVX-512 code here (a '?' marks a feature the CPU
+    lacks or OPENCV_CPU_DISABLE turned off)."""
+    return any(f.lstrip("*").startswith("AVX512") and not f.endswith("?") for f in cv2.getCPUFeaturesLine().split())
+
+
+def grey_level_allowance(cfg):
+    """One grey level in network-input units per channel [3,1,1], where the
+    pipeline computes in 8 bits on AVX-512 dispatch; else None."""
+    eight_bit = not any(t["type"] == "ToFloat32" for t in cfg["train_dataset"]["transforms"])
+    if not (eight_bit and opencv_dispatches_avx512()):
+        return None
+    return 1.0 / InputPolicy.from_config(cfg).std
+
+
+def assert_image_close(got, expected, allowance, what, share=GREY_LEVEL_SHARE):
+    """1e-3, or where ``allowance`` is given: within one grey level, off by more
+    than 1e-3 in at most ``share`` of the values."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    if allowance is None:
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3, err_msg=what)
+        return
+    level = np.broadcast_to(allowance.reshape(1, 1, 3), got.shape)
+    diff = np.abs(got - expected)
+    assert (diff <= level + 1e-3).all(), f"{what}: {diff.max():.4f} is more than one grey level"
+    moved = (diff > 1e-3).mean()
+    assert moved <= share, f"{what}: {moved:.0%} of the values differ"
 
 
 def synthetic_image(h, w, seed):
@@ -149,6 +193,7 @@ def fixture_cases():
             yield pytest.param(config, case, expected, atol, id=f"{family}-{case['name']}")
 
 
+@pytest.mark.isa_sensitive
 @pytest.mark.parametrize("config,case,expected,atol", list(fixture_cases()))
 def test_training_transforms_equal_the_official_pipeline(config, case, expected, atol):
     sample, kept, image = run_ours(config, case)
@@ -159,13 +204,20 @@ def test_training_transforms_equal_the_official_pipeline(config, case, expected,
     np.testing.assert_allclose(sample["landmarks"][valid], expected["landmarks"][valid], rtol=0, atol=atol)
 
     assert list(image.shape) == expected["shape"].tolist()
+    allowance = grey_level_allowance(load_config(str(ROOT / config)))
     for i, (y, x) in enumerate(PATCH_AT):
-        np.testing.assert_allclose(image[y:y + 8, x:x + 8], expected[f"patch{i}"], rtol=0, atol=1e-3)
+        assert_image_close(image[y:y + 8, x:x + 8], expected[f"patch{i}"], allowance, f"patch {i}")
     thumb = cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA)
-    np.testing.assert_allclose(thumb, expected["thumb"], rtol=0, atol=1e-3)
+    # a thumbnail value averages 40x40 input values: within a grey level, but any share of them may move
+    assert_image_close(thumb, expected["thumb"], allowance, "thumbnail", share=1.0)
     pixels = image.astype(np.float64)
-    np.testing.assert_allclose(pixels.sum(), expected["sum"], rtol=1e-6, atol=1e-2)
-    np.testing.assert_allclose((pixels ** 2).sum(), expected["sumsq"], rtol=1e-6)
+    if allowance is None:
+        np.testing.assert_allclose(pixels.sum(), expected["sum"], rtol=1e-6, atol=1e-2)
+        np.testing.assert_allclose((pixels ** 2).sum(), expected["sumsq"], rtol=1e-6)
+    else:  # each value moved by at most a grey level, in at most a third of them
+        moved = GREY_LEVEL_SHARE * pixels.size * allowance.max()
+        assert abs(pixels.sum() - expected["sum"]) <= moved + 1e-2
+        assert abs((pixels ** 2).sum() - expected["sumsq"]) <= moved * (2 * np.abs(pixels).max() + allowance.max())
 
 
 def face_at(box, size=(100, 100)):
@@ -211,3 +263,23 @@ def test_the_official_float32_pipeline_feeds_training(tmp_path):
     state = Trainer(cfg).train()
     assert state["iteration"] == 4
     assert all(np.isfinite(v) for v in state["losses"].values())
+
+
+def test_the_avx512_allowance_is_one_grey_level_on_a_bounded_share(monkeypatch):
+    """Only an 8-bit pipeline on AVX-512 dispatch gets it, and only that much."""
+    retinaface = load_config(str(ROOT / "configs/retinaface_mnet025.yml"))
+    scrfd = load_config(str(ROOT / "configs/scrfd_500m_kps.yml"))
+    monkeypatch.setattr(cv2, "getCPUFeaturesLine", lambda: "SSE SSE2 *AVX2 *AVX512-SKX *AVX512-CLX")
+    level = grey_level_allowance(retinaface)
+    assert grey_level_allowance(scrfd) is None
+    np.testing.assert_array_equal(level.ravel(), [1, 1, 1])  # BGR minus the mean: one grey level is 1.0
+    expected = np.random.default_rng(0).uniform(-100, 100, (8, 8, 3))
+    off = np.zeros(expected.shape, bool)
+    off.flat[::5] = True  # 20% of the values
+    assert_image_close(expected + off, expected, level, "one level on 20%")
+    with pytest.raises(AssertionError, match="more than one grey level"):
+        assert_image_close(expected + 2 * off, expected, level, "two levels")
+    with pytest.raises(AssertionError, match="differ"):
+        assert_image_close(expected + 1, expected, level, "one level everywhere")
+    monkeypatch.setattr(cv2, "getCPUFeaturesLine", lambda: "SSE SSE2 *AVX2 *AVX512-SKX? *AVX512-CLX?")
+    assert grey_level_allowance(retinaface) is None  # held to AVX2: the fixtures' own ISA, exact

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from deploy_support import DATA, DEPLOY, exported, exported_with_onnx, photos
+from detections import assert_same_faces
 
 import engines  # noqa: E402  (deploy/python, put on sys.path by deploy_support)
 import infer as deploy_infer  # noqa: E402
@@ -25,7 +26,9 @@ SCORE_TOLERANCE = 1e-4
 KIND_FAMILIES = ("scrfd_500m_kps", "yunet_n", "retinaface_mnet025")
 
 
-@pytest.mark.parametrize("name", KIND_FAMILIES)
+# scrfd_500m_kps has near-tied faces that swap order on AVX-512: also run held to AVX2 (test_isa_dispatch.py)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.isa_sensitive) if n == "scrfd_500m_kps" else n
+                                  for n in KIND_FAMILIES])
 def test_engines_give_equal_detections(name, shared_data):
     """Needs the WIDER photos: on noise the models keep no face or thousands of near-ties."""
     folder = exported_with_onnx(name)
@@ -34,11 +37,8 @@ def test_engines_give_equal_detections(name, shared_data):
                for mode in ("paddle", "onnxruntime", "openvino")}
     for mode in ("onnxruntime", "openvino"):
         for got, expected in zip(results[mode], results["paddle"]):
-            assert len(got["scores"]) == len(expected["scores"]) > 0, mode
-            np.testing.assert_allclose(got["scores"], expected["scores"], atol=SCORE_TOLERANCE, err_msg=mode)
-            np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=2e-2, err_msg=mode)
-            if expected["landmarks"] is not None:
-                np.testing.assert_allclose(got["landmarks"], expected["landmarks"], atol=2e-2, err_msg=mode)
+            assert len(expected["scores"]) > 0
+            assert_same_faces(got, expected, box_tol=2e-2, score_tol=SCORE_TOLERANCE, where=mode)
 
 
 def test_min_score_keeps_exactly_the_confident_part_of_the_full_result(shared_data):

@@ -3,7 +3,6 @@ leaves the machine. A broken or tampered download is never used."""
 import hashlib
 import http.server
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ import pytest
 from ppfacedet.core.config import load_config
 from ppfacedet.core.download import DownloadError, download
 from ppfacedet.engine.trainer import Trainer
+from local_server import serving
 from torch_files import save_legacy
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
-SERVER_LIFETIME_SECONDS = 60
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -50,14 +49,8 @@ def server(tmp_path, monkeypatch):
     monkeypatch.delenv("PPFACEDET_OFFLINE", raising=False)
     monkeypatch.setenv("PPFACEDET_CACHE_DIR", str(tmp_path / "cache"))
     handler = type("Files", (_Files,), {"files": {"/w.bin": PAYLOAD}, "requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    deadline = threading.Timer(SERVER_LIFETIME_SECONDS, httpd.shutdown)  # stops even if a test hangs
-    deadline.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.files, handler.requests
-    deadline.cancel()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(handler) as base:
+        yield base, handler.files, handler.requests
 
 
 def leftovers(tmp_path):

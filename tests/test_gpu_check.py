@@ -3,6 +3,9 @@ detection agreement rule, the report, the training verdict and launch command,
 and the inference loop wired end to end with GPU runs stood in by CPU ones."""
 import json
 import math
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -59,9 +62,11 @@ def test_run_plan(tmp_path):
     (tmp_path / "infer_cfg.yml").write_text(
         "{program: model.pdmodel, params: model.pdiparams, input: {}, outputs: [], decode: {}, test: {}}")
     plan = gpu_check.run_plan({"pir": "P", "legacy": "L"}, str(tmp_path))
-    assert plan == [("pir", "P", "paddle"), ("pir", "P", "trt_fp32"), ("pir", "P", "trt_fp16"),
-                    ("legacy", "L", "paddle"), ("legacy", "L", "trt_fp32"), ("legacy", "L", "trt_fp16"),
-                    ("int8 legacy", str(tmp_path), "trt_int8")]
+    first, again = gpu_check.FIRST_CWD, gpu_check.SECOND_CWD
+    assert plan == [("pir", "P", "paddle", None), ("pir", "P", "trt_fp32", first), ("pir", "P", "trt_fp16", first),
+                    ("pir cached, other cwd", "P", "trt_fp32", again), ("pir cached, other cwd", "P", "trt_fp16", again),
+                    ("legacy", "L", "paddle", None), ("legacy", "L", "trt_fp32", None),
+                    ("legacy", "L", "trt_fp16", None), ("int8 legacy", str(tmp_path), "trt_int8", None)]
 
 
 def test_agreement_rule():
@@ -132,18 +137,22 @@ def test_train_worker_stops_after_the_iterations(tmp_path):
 
 def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, capsys):
     """Runs the plan on both formats, compares and times, with each "GPU" run served
-    by the CPU predictor; a trt_fp16 run whose scores drift fails the check. (The
-    tests' cached exports stand in for the tool's own, and latency is cut short:
-    the shared CPU takes ~0.5 s per 640x640 image.)"""
+    by the CPU predictor; a trt_fp16 run whose scores drift fails the check, and so
+    does a repeated PIR run that converts again. (Copies of the tests' cached
+    exports stand in for the tool's own, and latency is cut short: the shared CPU
+    takes ~0.5 s per 640x640 image.)"""
+    pir = tmp_path / "pir"
+    shutil.copytree(exported("scrfd_500m_kps"), pir)
+    (pir / "tensorrt").mkdir()  # a previous run's conversions: cleared, so the first run converts
     monkeypatch.setattr(gpu_check, "export_both_formats", lambda args: {
-        "pir": exported("scrfd_500m_kps"), "legacy": exported("scrfd_500m_kps", program_format="legacy")})
+        "pir": str(pir), "legacy": exported("scrfd_500m_kps", program_format="legacy")})
     monkeypatch.setattr(gpu_check, "LATENCY_BATCHES", (1, 2))
     monkeypatch.setattr(gpu_check, "WARMUP", 0)
     images = tmp_path / "images"
     images.mkdir()
     cv2.imwrite(str(images / "a.png"), photos()[1])
     infer = gpu_check.deploy_infer()
-    real, built = infer.FaceDetector, []
+    real, built, converted = infer.FaceDetector, [], set()
 
     class CpuStandIn(real):
         """Every run keeps its 20 best boxes, lifted by LIFT so that they count as
@@ -152,10 +161,14 @@ def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, ca
         LIFT = 0.6
 
         def __init__(self, model_dir, device="CPU", run_mode="paddle", **choices):
-            built.append((device, run_mode, choices))
+            built.append((device, run_mode, choices, model_dir, os.getcwd()))
             super().__init__(model_dir, batch_size=choices.get("batch_size", 1))
             self.test_cfg.update(score_threshold=0.0, pre_nms_top_k=20)
             self.drift = self.LIFT + (0.03 if run_mode == "trt_fp16" else 0.0)
+            if device == "GPU" and run_mode != "paddle" and model_dir.endswith("pir"):  # as PirConversion reports
+                key = (os.path.abspath(model_dir), run_mode)
+                self.engine.conversion = ("tensorrt/" + run_mode, {}, key not in converted or run_mode == "trt_fp16")
+                converted.add(key)
 
         def __call__(self, images):
             return [dict(d, scores=d["scores"] + self.drift) for d in super().__call__(images)]
@@ -163,6 +176,7 @@ def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, ca
     monkeypatch.setattr(infer, "FaceDetector", CpuStandIn)
     monkeypatch.setattr(gpu_check, "gpu_environment", lambda: {
         "paddle": paddle.__version__, "cuda_build": True, "gpus": ["stand-in"], "cuda": "-", "cudnn": "-"})
+    before = os.getcwd()
     code = gpu_check.main(["--image_dir", str(images), "--repeats", "1",
                            "--work_dir", str(tmp_path / "work")])
     out = capsys.readouterr().out
@@ -171,6 +185,14 @@ def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, ca
         assert f"| {fmt} | paddle |" in out and f"| {fmt} | trt_fp32 |" in out
         assert f"FAIL {fmt} trt_fp16: image 0:" in out
     assert "ms/img b1 | ms/img b2 |" in out
-    gpu_runs = [(mode, choices) for device, mode, choices in built if device == "GPU"]
-    assert [mode for mode, _ in gpu_runs] == ["paddle", "trt_fp32", "trt_fp16"] * 2
+    assert not (pir / "tensorrt").exists()
+    assert re.search(r"\| pir cached, other cwd \| trt_fp32 \| \d+ \| ok \|", out)
+    assert "FAIL pir cached, other cwd trt_fp16: converted again into tensorrt/trt_fp16 instead of loading" in out
+    gpu_runs = [(mode, choices, model, cwd) for device, mode, choices, model, cwd in built if device == "GPU"]
+    assert [mode for mode, *_ in gpu_runs] == ["paddle", "trt_fp32", "trt_fp16", "trt_fp32", "trt_fp16",
+                                               "paddle", "trt_fp32", "trt_fp16"]
     assert gpu_runs[1][1] == {"batch_size": 2, "trt_min_shape": 640, "trt_opt_shape": 640, "trt_max_shape": 640}
+    first, again = gpu_runs[1][2:], gpu_runs[3][2:]  # (model path, working directory) of the PIR trt_fp32 runs
+    assert first[1] != again[1] and first[0] != again[0] and not os.path.isabs(again[0])
+    assert os.path.abspath(os.path.join(first[1], first[0])) == os.path.abspath(os.path.join(again[1], again[0]))
+    assert os.getcwd() == before  # the check went back where it started

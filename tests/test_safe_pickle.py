@@ -13,7 +13,7 @@ import pytest
 
 import crafted_pickles as cp
 from conftest import ROOT
-from ppfacedet.convert.torch_checkpoint import load_state_dict
+from ppfacedet.convert.torch_checkpoint import load_mmcv_state_dict, load_state_dict
 from ppfacedet.core import safe_pickle
 from ppfacedet.core.errors import DataError, PPFaceDetError
 from ppfacedet.engine import checkpoint
@@ -53,6 +53,9 @@ PLACES = {
         "w.pth", lambda g: cp.legacy_pth(cp.state_dict_body(ARRAYS, extra=g), ARRAYS), load_state_dict),
     "pth zip data.pkl nested in the state dict": (
         "w.pth", lambda g: cp.zip_pth(cp.state_dict_body(ARRAYS, extra=g), ARRAYS), load_state_dict),
+    # SCRFD/DamoFD read mmcv checkpoints, whose meta holds non-tensor objects: still only allowlisted ones
+    "pth zip mmcv meta, read by the SCRFD/DamoFD converters": (
+        "epoch_640.pth", lambda g: cp.zip_pth(cp.state_dict_body(ARRAYS, extra=g), ARRAYS), load_mmcv_state_dict),
 }
 FAMILIES = ["builtins.exec", "builtins.eval", "builtins.getattr", "builtins.__import__", "numpy.runstring",
             "numpy.load", "os.system", "posix.system", "subprocess.call", "subprocess.Popen"]

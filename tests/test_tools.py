@@ -13,6 +13,7 @@ from official_retinaface import detect as official_retinaface_detect
 from ppfacedet.core import load_config
 from ppfacedet.modeling.detector import build_model
 from tiny import ROOT, make_tiny_config
+from detections import as_arrays, assert_same_faces
 
 PY = sys.executable
 
@@ -126,7 +127,4 @@ def test_infer_detections_equal_the_official_retinaface_pipeline(tmp_path, offic
     for p in [full, *subset]:
         ours = json.loads((out / (p.stem + ".json")).read_text())["faces"]
         ref = official_retinaface_detect(onnx, cv2.imread(str(p)))
-        assert len(ours) == len(ref["scores"]), p.name
-        np.testing.assert_allclose([f["box"] for f in ours], ref["boxes"], atol=2e-2)
-        np.testing.assert_allclose([f["score"] for f in ours], ref["scores"], atol=2e-5)
-        np.testing.assert_allclose([f["landmarks"] for f in ours], ref["landmarks"], atol=2e-2)
+        assert_same_faces(as_arrays(ours), ref, box_tol=2e-2, score_tol=2e-5, where=p.name)

@@ -2,6 +2,7 @@
 
   python tools/convert_weights.py -c configs/retinaface_mnet025.yml --src mobilenet0.25_Final.pth --out retinaface_mnet025.pdparams
   python tools/convert_weights.py -c configs/scrfd_500m_kps.yml --src scrfd_500m_bnkps.onnx --out scrfd_500m_kps.pdparams
+  python tools/convert_weights.py -c configs/scrfd_500m_kps.yml --src work_dirs/scrfd_500m_bnkps/epoch_640.pth --out scrfd_500m_kps.pdparams
 
 No PyTorch is needed: checkpoints are read directly. The config's
 ``converter`` names the family's name map.

@@ -2,6 +2,7 @@
 
   python tools/eval.py -c configs/scrfd_500m_kps.yml -o weights=W.pdparams
   python tools/eval.py -c CFG -o weights=W --target_size 640 --output_dir preds/  # also write WIDER txt files
+  python tools/eval.py --model yunet_n                      # a released model by name (tools/zoo.py list)
 """
 import sys
 
@@ -11,7 +12,7 @@ from ppfacedet.cli import base_parser, load_cfg, run
 
 
 def main():
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, zoo_model=True)
     parser.add_argument("--target_size", type=int, default=None,
                         help="letterbox every image into N x N (default: the model's official protocol)")
     parser.add_argument("--output_dir", default=None,

@@ -3,6 +3,7 @@
   python tools/export_model.py -c configs/scrfd_500m_kps.yml -o weights=W.pdparams --output_dir output/export
   python tools/export_model.py -c CFG -o weights=W --output_dir DIR --with_nms --format legacy
   python tools/export_model.py -c CFG --slim_config configs/slim/qat.yml -o weights=QAT_W --output_dir DIR  # int8
+  python tools/export_model.py --model scrfd_500m_kps --output_dir DIR  # a released model by name
 
 Writes DIR/<config name>/: the program (model.json, or model.pdmodel with
 --format legacy, which the quantization tools and paddle2onnx 1.x read),
@@ -20,7 +21,7 @@ from ppfacedet.cli import base_parser, load_cfg, model_with_weights, run
 
 
 def main():
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, zoo_model=True)
     parser.add_argument("--output_dir", default="output/export", help="the model goes to OUTPUT_DIR/<config name>")
     parser.add_argument("--with_nms", action="store_true", help="decode and NMS inside the graph")
     parser.add_argument("--format", default="pir", choices=["pir", "legacy"],

@@ -12,7 +12,9 @@ deploy/python's predictor on GPU with run modes paddle, trt_fp32 and trt_fp16
 on each (trt_int8 on --quant_model_dir, a tools/quant.py export) and checks
 every run's detections on the --image_dir photos against the CPU predictor's:
 the same faces (IoU >= 0.95) with scores within 0.01 (fp32), 0.02 (fp16) or
-0.05 (int8). Prints a latency table (ms per image at batch 1 and 8) with the
+0.05 (int8). The PIR TensorRT runs convert from one working directory (with a
+relative model path) and run again from another, where they must load that
+conversion instead of converting again. Prints a latency table (ms per image at batch 1 and 8) with the
 GPU, CUDA, cuDNN and TensorRT versions.
 
 --train runs tools/gpu_check_train.py under paddle.distributed.launch on
@@ -24,9 +26,11 @@ fp32's by more than 10%.
 Exit status: 0 all checks pass, 1 a mismatch or failure, 2 no GPU (or bad arguments).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,6 +52,8 @@ WARMUP = 3
 TRAIN_CONFIG = "configs/retinaface_mnet025_demo.yml"
 TRAIN_ITERS = 20
 AMP_LOSS_TOLERANCE = 0.10
+PIR_AGAIN = "pir cached, other cwd"
+FIRST_CWD, SECOND_CWD = "cwd_first", os.path.join("cwd_second", "deeper")
 
 
 def parse_args(argv=None):
@@ -142,12 +148,48 @@ def read_photos(args):
 
 
 def run_plan(folders, quant_model_dir):
-    """[(label, model folder, run mode)] to check; the program format picks the TensorRT route."""
-    plan = [(fmt, folder, mode) for fmt, folder in folders.items() for mode in ("paddle", "trt_fp32", "trt_fp16")]
+    """[(label, model folder, run mode, working directory or None)] to check; the
+    program format picks the TensorRT route. The PIR TensorRT runs go twice: first
+    from one working directory (converting), then from another with a different
+    relative path to the same folder, which must load the cached conversion."""
+    plan = []
+    for fmt, folder in folders.items():
+        plan += [(fmt, folder, mode, FIRST_CWD if fmt == "pir" and mode != "paddle" else None)
+                 for mode in ("paddle", "trt_fp32", "trt_fp16")]
+        if fmt == "pir":
+            plan += [(PIR_AGAIN, folder, mode, SECOND_CWD) for mode in ("trt_fp32", "trt_fp16")]
     if quant_model_dir:
         program = deploy_infer().load_infer_cfg(quant_model_dir)["program"]
-        plan.append((f"int8 {'pir' if program.endswith('.json') else 'legacy'}", quant_model_dir, "trt_int8"))
+        plan.append((f"int8 {'pir' if program.endswith('.json') else 'legacy'}", quant_model_dir, "trt_int8", None))
     return plan
+
+
+@contextlib.contextmanager
+def working_directory(work_dir, where, folder):
+    """``folder`` as seen from ``work_dir/where``, made the working directory for the
+    ``with`` block (``where`` None: as it is, from here)."""
+    if where is None:
+        yield folder
+        return
+    cwd, folder = os.path.abspath(os.path.join(work_dir, where)), os.path.abspath(folder)
+    os.makedirs(cwd, exist_ok=True)
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        yield os.path.relpath(folder, cwd)
+    finally:
+        os.chdir(previous)
+
+
+def conversion_problems(label, detector):
+    """A repeated PIR run must have loaded the conversion its first run wrote."""
+    if label != PIR_AGAIN:
+        return []
+    conversion = getattr(detector.engine, "conversion", None)
+    if conversion is None:
+        return ["no PIR-TensorRT conversion was loaded"]
+    folder, _, converted = conversion
+    return [f"converted again into {folder} instead of loading the first run's conversion"] if converted else []
 
 
 def latency(detector, images, repeats):
@@ -176,18 +218,21 @@ def check_inference(args):
     infer = deploy_infer()
     images = read_photos(args)
     folders = export_both_formats(args)
+    shutil.rmtree(os.path.join(folders["pir"], "tensorrt"), ignore_errors=True)  # the first PIR run converts
     references, batch = {}, max(LATENCY_BATCHES)
     rows = []
-    for label, folder, run_mode in run_plan(folders, args.quant_model_dir):
+    for label, folder, run_mode, where in run_plan(folders, args.quant_model_dir):
         row = {"format": label, "run_mode": run_mode, "problems": []}
         try:
             if folder not in references:  # the CPU predictor on the same program
                 cpu = infer.FaceDetector(folder, batch_size=len(images))
                 references[folder] = (cpu(images), shape_range(cpu, images))
             reference, shapes = references[folder]
-            detector = infer.FaceDetector(folder, device="GPU", run_mode=run_mode, batch_size=batch, **shapes)
-            found = [d for start in range(0, len(images), batch) for d in detector(images[start:start + batch])]
+            with working_directory(args.work_dir, where, folder) as model_dir:
+                detector = infer.FaceDetector(model_dir, device="GPU", run_mode=run_mode, batch_size=batch, **shapes)
+                found = [d for start in range(0, len(images), batch) for d in detector(images[start:start + batch])]
             row.update(compare_runs(reference, found, SCORE_TOLERANCE[run_mode], MIN_IOU, THRESHOLD))
+            row["problems"] += conversion_problems(label, detector)
             row["latency"] = latency(detector, images, args.repeats)
         except Exception as e:  # every failure is a finding of the check, reported in its row
             row["problems"].append(f"{type(e).__name__}: {e}")

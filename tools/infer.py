@@ -2,6 +2,7 @@
 
   python tools/infer.py -c configs/retinaface_mnet025.yml -o weights=W --infer_img photo.jpg --output_dir out/
   python tools/infer.py -c CFG -o weights=W --infer_dir photos/ --output_dir out/ --save_txt
+  python tools/infer.py --model scrfd_500m_kps --infer_img photo.jpg  # a released model by name (tools/zoo.py list)
 
 For each image: OUT/<stem>.json = {"faces": [{"box": [x1,y1,x2,y2], "score": s,
 "landmarks": [[x,y]*5] or null}]} in original-image pixels, and OUT/<stem>.jpg
@@ -25,7 +26,7 @@ def wider_lines(name, det):
 
 
 def main():
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, zoo_model=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--infer_img", help="one image")
     source.add_argument("--infer_dir", help="a folder of images (searched recursively)")

@@ -1,7 +1,8 @@
 """Train a face detector.
 
   python tools/train.py -c configs/retinaface_mnet025_demo.yml --eval
-  python tools/train.py -c configs/scrfd_500m_kps.yml -o pretrain_weights=scrfd_500m_kps.pdparams
+  # fine-tune a converted release (README: "Fine-tuning a released model")
+  python tools/train.py -c configs/scrfd_500m_kps.yml -o pretrain_weights=W.pdparams -o epochs=10 -o lr_schedule.base_lr=0.0001 -o lr_schedule.warmup_iters=0
   python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c CFG   # data parallel
 
 Checkpoints go to <save_dir>/<config name>/: latest.pdckpt (resume),

@@ -293,6 +293,8 @@ def parse_args(argv=None):
                         help="paddle (Paddle Inference), TensorRT at fp32 / fp16 / int8 (GPU only), onnxruntime or "
                              "openvino (CPU, on the folder's model.onnx), or auto: the fastest one installed for "
                              "the device (on CPU onnxruntime)")
+    parser.add_argument("--gpu_id", type=int, default=0,
+                        help="with --device GPU: which GPU (PIR-TensorRT also converts on it)")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--cpu_threads", type=int, default=1)
     parser.add_argument("--enable_mkldnn", action="store_true",
@@ -321,7 +323,7 @@ def parse_args(argv=None):
 
 
 def predictor_choices(args):
-    return {"device": args.device, "run_mode": args.run_mode, "batch_size": args.batch_size,
+    return {"device": args.device, "run_mode": args.run_mode, "gpu_id": args.gpu_id, "batch_size": args.batch_size,
             "cpu_threads": args.cpu_threads, "enable_mkldnn": args.enable_mkldnn,
             "trt_min_shape": args.trt_min_shape, "trt_opt_shape": args.trt_opt_shape,
             "trt_max_shape": args.trt_max_shape, "collect_trt_shape_info": args.collect_trt_shape_info,

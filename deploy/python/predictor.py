@@ -6,8 +6,8 @@ choices can be checked without the device; ``build_config`` makes the calls.
 GPU and TensorRT requests are checked first (``check_device``): on a CPU-only
 build or without a visible GPU they raise DeviceUnavailable with the reason.
 TensorRT takes one of two routes by program format (tensorrt_routes.py): a
-PIR program is converted first (``tensorrt_conversion``), then loaded like
-any other.
+PIR program is converted first (``tensorrt_conversion``), on the same
+``gpu_id`` as the predictor, then loaded like any other.
 """
 import os
 import sys
@@ -51,8 +51,8 @@ def load_infer_cfg(model_dir):
     return info
 
 
-def check_device(device, run_mode):
-    """Raise DeviceUnavailable unless ``device`` / ``run_mode`` can run here."""
+def check_device(device, run_mode, gpu_id=0):
+    """Raise DeviceUnavailable unless ``device`` / ``run_mode`` (on GPU ``gpu_id``) can run here."""
     import paddle
     if device not in DEVICES:
         raise ValueError(f"--device {device}: expected one of {', '.join(DEVICES)}")
@@ -66,9 +66,12 @@ def check_device(device, run_mode):
             raise DeviceUnavailable("--device GPU: this paddlepaddle build has no CUDA support "
                                     f"(paddle {paddle.__version__} CPU). Install {wheel}, "
                                     "or run with --device CPU")
-        if paddle.device.cuda.device_count() == 0:
+        count = paddle.device.cuda.device_count()
+        if count == 0:
             raise DeviceUnavailable("--device GPU: paddle has CUDA support but sees no GPU "
                                     "(check CUDA_VISIBLE_DEVICES and the driver)")
+        if not 0 <= gpu_id < count:
+            raise DeviceUnavailable(f"--gpu_id {gpu_id}: paddle sees {count} GPU(s), ids 0..{count - 1}")
     if run_mode != "paddle":
         from paddle.inference import get_trt_compile_version
         if tuple(get_trt_compile_version()) == (0, 0, 0):
@@ -151,13 +154,16 @@ class Predictor:
     def __init__(self, model_dir, info, **choices):
         from paddle.inference import create_predictor
         run_mode = choices.get("run_mode", "paddle")
-        check_device(choices.get("device", "CPU"), run_mode)
+        check_device(choices.get("device", "CPU"), run_mode, choices.get("gpu_id", 0))
         self.info, self.names = info, list(info["outputs"])
         self.tensorrt = run_mode in tensorrt_routes.RUN_MODES
         conversion = tensorrt_conversion(model_dir, info, **choices)
+        # (folder, record, converted now) of the PIR-TensorRT conversion loaded, else None
+        self.conversion = None
         if conversion is not None:
-            record = conversion.ensure(tensorrt_routes.import_paddle_tensorrt(run_mode))
-            print(tensorrt_routes.describe(record, conversion.folder), file=sys.stderr)
+            record, converted = conversion.ensure(choices.get("gpu_id", 0))
+            self.conversion = conversion.folder, record, converted
+            print(tensorrt_routes.describe(record, conversion.folder, converted), file=sys.stderr)
         config = build_config(config_plan(model_dir, info, **choices))
         try:
             self.predictor = create_predictor(config)

@@ -6,7 +6,9 @@ MasterNet reproduces the official backbone module tree
 (``module_list.<block>.module_list.<layer>.netblock``, shortcuts ``proj.0/1``)
 and our PAFPN / SCRFD head keep the official neck and head names, so the whole
 mapping is SCRFD's ``.pth`` rename (``bbox_head.`` -> ``head.``, BN statistics
--> ``_mean``/``_variance``, ``num_batches_tracked`` dropped), reused here.
+-> ``_mean``/``_variance``, the official buffers ``num_batches_tracked`` and
+``bbox_head.integral.project`` dropped by name), reused here, on the same
+files: an mmcv checkpoint (DamoFD trains with SCRFD's mmdet) or a bare state dict.
 """
 import os
 
@@ -15,7 +17,7 @@ import numpy as np
 from ..core.errors import DataError
 from ..core.registry import CONVERTERS
 from .scrfd import SCRFDConverter
-from .torch_checkpoint import load_state_dict
+from .torch_checkpoint import load_mmcv_state_dict
 
 
 def _strip_data_parallel(state):
@@ -35,11 +37,11 @@ class DamoFDConverter:
 
     def __call__(self, model, source):
         if isinstance(source, dict):
-            state = source
+            state, name = source, "state dict"
         else:
             ext = os.path.splitext(str(source))[1].lower()
             if ext not in (".pth", ".pt", ".pkl", ".bin"):
                 raise DataError(f"{source}: unknown weight format '{ext}'; DamoFDConverter reads .pth checkpoints")
-            state = load_state_dict(source)
+            state, name = load_mmcv_state_dict(source), source
         state = _strip_data_parallel({k: np.asarray(v) for k, v in state.items()})
-        return SCRFDConverter().from_state_dict(model, state)
+        return SCRFDConverter().from_state_dict(model, state, name)

@@ -10,9 +10,12 @@ as Reshape -> InstanceNormalization -> Reshape -> Mul(gamma) -> Add(beta), and
 gamma/beta are read from that chain; a per-stride scale is the Mul by a scalar
 that follows the box conv.
 
-.pth. Our sub-layer names are the official ones, so the mapping is a rename:
+.pth. What the official trainer (mmcv's save_checkpoint) writes, or a bare state
+dict. Our sub-layer names are the official ones, so the mapping is a rename:
 ``bbox_head.`` -> ``head.``, per-stride keys ``(8, 8)`` -> ``8``, BN statistics
-``running_mean``/``running_var`` -> ``_mean``/``_variance``.
+``running_mean``/``running_var`` -> ``_mean``/``_variance``. The official
+modules' other buffers are dropped by name (``DROPPED_BUFFERS``); any other
+entry that matches no tensor of the model is an error.
 """
 import os
 import re
@@ -25,9 +28,18 @@ from ..core.registry import CONVERTERS
 from ..modeling.layers import Scale
 from .onnx_weights import initializers, load_onnx, unfold_batchnorm
 from .run_order import layers_in_run_order
-from .torch_checkpoint import load_state_dict
+from .torch_checkpoint import load_mmcv_state_dict
 
 TRACE_INPUT_SIZE = 64
+
+# Buffers of the official modules with no counterpart here (every one the official SCRFD and DamoFD models
+# register; tests/fixtures/official_checkpoint_keys.json.gz lists them per config):
+#   ``num_batches_tracked`` (every BatchNorm): a step counter, read only when BN momentum is None, which mmdet
+#       never sets; Paddle's BatchNorm has none;
+#   ``bbox_head.integral.project`` (``Integral``, built by every SCRFDHead): the constant
+#       linspace(0, reg_max, reg_max + 1) of distribution-focal box decoding, used only with DFL, which no
+#       official config enables (``loss_dfl=False``: the box conv then has 4 outputs per anchor, as ours).
+DROPPED_BUFFERS = re.compile(r"(^|\.)num_batches_tracked$|^bbox_head\.integral\.project$")
 
 
 def execution_order(model):
@@ -95,7 +107,7 @@ class SCRFDConverter:
             return self.from_onnx(model, source)
         # Anything else is taken for a torch.save file (.pth, .pt, .tar ...);
         # the reader says so plainly when it is not one.
-        return self.from_state_dict(model, load_state_dict(source))
+        return self.from_state_dict(model, load_mmcv_state_dict(source), source)
 
     # ------------------------------------------------------------------ ONNX
     def from_onnx(self, model, path):
@@ -136,33 +148,37 @@ class SCRFDConverter:
     # ------------------------------------------------------------------ .pth
     @staticmethod
     def official_to_ours(key):
-        """Official mmdet name -> our parameter name, or None for entries we drop."""
-        if key.endswith("num_batches_tracked"):
+        """Official mmdet name -> our parameter name, or None for a buffer we drop."""
+        if DROPPED_BUFFERS.search(key):
             return None
         key = re.sub(r"^bbox_head\.", "head.", key)
         key = re.sub(r"\.\((\d+), \d+\)\.", r".\1.", key)
         key = re.sub(r"\.running_mean$", "._mean", key)
         return re.sub(r"\.running_var$", "._variance", key)
 
-    def from_state_dict(self, model, state):
-        out = {}
+    def from_state_dict(self, model, state, source="checkpoint"):
+        out, official = {}, {}
         for key, value in state.items():
             ours = self.official_to_ours(key)
-            if ours is not None:
-                out[ours] = np.asarray(value, np.float32)
-        return self._complete(model, out, "checkpoint")
+            if ours is None:
+                continue
+            if ours in out:
+                raise DataError(f"{source}: '{official[ours]}' and '{key}' both map to '{ours}'")
+            out[ours], official[ours] = np.asarray(value, np.float32), key
+        return self._complete(model, out, source, official)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
-    def _complete(model, weights, source):
+    def _complete(model, weights, source, official=None):
+        """``weights`` checked against the model; ``official`` maps our names back to the source's for errors."""
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         missing = sorted(set(expected) - set(weights))
         if missing:
             raise DataError(f"{source}: no weights for {len(missing)} model entries, e.g. {missing[:5]}")
         unexpected = sorted(set(weights) - set(expected))
         if unexpected:
-            raise DataError(f"{source}: {len(unexpected)} entries match nothing in the model, "
-                            f"e.g. {unexpected[:5]}")
+            names = [(official or {}).get(k, k) for k in unexpected[:5]]
+            raise DataError(f"{source}: {len(unexpected)} entries match nothing in the model, e.g. {names}")
         for key, shape in expected.items():
             value = weights[key]
             if tuple(value.shape) != shape:

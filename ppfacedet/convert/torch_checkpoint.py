@@ -174,3 +174,28 @@ def load_state_dict(path):
     if not isinstance(obj, dict):
         raise DataError(f"{path}: no state dict found in the checkpoint")
     return {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+
+
+# What mmcv's save_checkpoint (the SCRFD and DamoFD trainers') writes next to the weights: ``meta`` (mmcv and
+# mmdet versions, time, CLASSES, the config text, env info, seed, epoch/iter, hook_msgs: plain strings, numbers,
+# tuples and dicts) and ``optimizer`` (the optimizer's state_dict: SGD momentum buffers and param groups).
+MMCV_CHECKPOINT_KEYS = ("state_dict", "meta", "optimizer")
+
+
+def load_mmcv_state_dict(path):
+    """The model state dict of an mmcv checkpoint (``{'state_dict', 'meta', 'optimizer'}``) or of a bare
+    ``torch.save(model.state_dict())`` file. Unlike ``load_state_dict`` nothing is skipped silently: other
+    top-level entries next to ``state_dict``, or a state dict entry that is not a tensor, are errors."""
+    obj = load_torch_checkpoint(path)
+    if isinstance(obj, dict) and "state_dict" in obj:
+        other = sorted(str(k) for k in obj if k not in MMCV_CHECKPOINT_KEYS)
+        if other:
+            raise DataError(f"{path}: top-level entries {other} next to 'state_dict': not what mmcv's "
+                            f"save_checkpoint writes ({', '.join(MMCV_CHECKPOINT_KEYS)})")
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise DataError(f"{path}: neither an mmcv checkpoint nor a state dict")
+    for key, value in obj.items():
+        if not (isinstance(key, str) and isinstance(value, np.ndarray)):
+            raise DataError(f"{path}: state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+    return dict(obj)

@@ -31,7 +31,8 @@ TOP_LEVEL_KEYS = {
     "seed": "random seed for a deterministic run",
     "save_dir": "where checkpoints and logs are written",
     "weights": "weights to evaluate, infer or export with",
-    "pretrain_weights": "weights to initialise training from: a file, a URL or {url, sha256 | md5, download_page}",
+    "pretrain_weights": "weights to initialise training from: a file, a URL, {url, sha256 | md5, download_page} "
+                        "or a model zoo name (tools/zoo.py list)",
     "pretrain_strict": "false: train on when pretrain_weights fills less than 90% of the backbone",
     "log_iter": "print a log line every N iterations",
     "snapshot_epoch": "save a checkpoint every N epochs",
@@ -46,6 +47,8 @@ TOP_LEVEL_KEYS = {
     "cpu_threads": "CPU math threads per training process (0: the usable cores shared by the node's processes)",
     "auto_scale_lr": "linear LR scaling when the launched total batch differs from the recipe's base_batch_size",
     "sync_bn": "true: BatchNorm statistics over the whole batch of every process (SyncBN)",
+    "watchdog_minutes": "stop training with stacks and exit status 3 when no step and no evaluation image "
+                        "finishes for this long (default 30; 0: never)",
 }
 
 BASE_KEY = "_BASE_"

@@ -5,8 +5,8 @@ so a CPU run computes on one core however many it is given. The Trainer sets
 the math threads from the machine instead: the cores this process may use,
 shared evenly by the training processes on this node. Loader workers are
 separate processes that mostly run OpenCV; each gets one OpenCV and one Paddle
-thread, so they do not multiply their threads over the cores the training
-step computes on.
+thread (data/loader_workers.py), so they do not multiply their threads over
+the cores the training step computes on.
 
 Overrides, strongest first: the config's ``cpu_threads``, the environment
 variable ``PPFACEDET_CPU_THREADS``; 0 or unset means "from the machine".
@@ -51,10 +51,3 @@ def threads_for(requested, world_size):
 def set_math_threads(threads):
     from paddle.base import core
     core.set_num_threads(int(threads))
-
-
-def init_loader_worker(worker_id):
-    """``worker_init_fn`` of the training loader: one thread per worker."""
-    import cv2
-    cv2.setNumThreads(1)
-    set_math_threads(1)

@@ -90,7 +90,8 @@ def _manual_fetch_hint(url, target, download_page):
             f"when set), or give a local file with -o pretrain_weights=PATH")
 
 
-def _progress(total, name):
+def progress_bar(total, name):
+    """A byte progress bar on stderr (silent when stderr is not a terminal)."""
     from tqdm import tqdm
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
                 disable=not sys.stderr.isatty())
@@ -102,7 +103,7 @@ def _stream_to(url, handle, timeout, label):
         total = response.headers.get("Content-Length")
         total = int(total) if total and total.isdigit() else None
         received = 0
-        with _progress(total, label) as bar:
+        with progress_bar(total, label) as bar:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 handle.write(chunk)
                 received += len(chunk)

@@ -4,8 +4,8 @@ import numpy as np
 import paddle
 
 from ..core.config import read_section
-from ..core.cpu_threads import init_loader_worker
 from ..core.registry import DATASETS
+from . import loader_workers
 
 LOADER_DEFAULTS = {"batch_size": 8, "num_workers": 2, "shuffle": True, "drop_last": True}
 
@@ -62,11 +62,13 @@ def build_train_loader(cfg, policy):
     dataset_cfg = dict(cfg["train_dataset"])
     dataset_cfg.setdefault("seed", cfg.get("seed", 0))
     dataset = DATASETS.build(dataset_cfg, "train_dataset")
+    if settings["num_workers"] > 0:
+        loader_workers.use_fork_server()
     sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=settings["batch_size"],
                                                 shuffle=settings["shuffle"], drop_last=settings["drop_last"])
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(policy),
                                   num_workers=settings["num_workers"], use_shared_memory=False,
-                                  worker_init_fn=init_loader_worker)
+                                  worker_init_fn=loader_workers.worker_init_fn())
     return dataset, sampler, loader
 
 

@@ -56,17 +56,22 @@ class Evaluator(Callback):
         self.period = max(1, int(period))
 
     def on_train_begin(self, trainer, state):
-        if state["is_main"] and state["epoch"] == 0:
-            state["initial_metrics"] = trainer.evaluate()
-            LOG.info("eval before training: %s",
-                     "  ".join(f"{k} AP {v:.4f}" for k, v in state["initial_metrics"].items()))
+        if state["epoch"] == 0:
+            self._evaluate(trainer, state, "initial_metrics", "eval before training")
 
     def on_epoch_end(self, trainer, state):
         last = state["epoch"] + 1 == state["epochs"]
-        if state["is_main"] and ((state["epoch"] + 1) % self.period == 0 or last):
-            state["metrics"] = trainer.evaluate()
-            LOG.info("eval after epoch %d: %s", state["epoch"] + 1,
-                     "  ".join(f"{k} AP {v:.4f}" for k, v in state["metrics"].items()))
+        if (state["epoch"] + 1) % self.period == 0 or last:
+            self._evaluate(trainer, state, "metrics", f"eval after epoch {state['epoch'] + 1}")
+
+    @staticmethod
+    def _evaluate(trainer, state, key, title):
+        """Rank 0 evaluates; the other ranks wait for it at a barrier rather
+        than inside the next step's gradient all-reduce."""
+        if state["is_main"]:
+            state[key] = trainer.evaluate()
+            LOG.info("%s: %s", title, "  ".join(f"{k} AP {v:.4f}" for k, v in state[key].items()))
+        trainer.wait_for_all_ranks("waiting for rank 0's evaluation")
 
 
 class Checkpointer(Callback):

@@ -1,8 +1,9 @@
 """Initialise a model from ``pretrain_weights``: a whole trained model, or a
 backbone alone in the layouts ImageNet trunks are published in.
 
-The source is a local file, a URL, or ``{url, sha256 | md5, download_page}``
-(fetched and checked by ``core/download.py``). Read without PyTorch:
+The source is a local file, a URL, ``{url, sha256 | md5, download_page}``
+(fetched and checked by ``core/download.py``), or a model zoo name (the
+release's official weights, converted: ``ppfacedet/zoo``). Read without PyTorch:
   * torch ``.pth``/``.tar`` (zip or legacy): torchvision's ResNet-50,
     Pytorch_Retinaface's ``mobilenetV1X0.25_pretrain.tar`` (a training
     checkpoint whose ``state_dict`` carries DataParallel's ``module.``);
@@ -28,6 +29,7 @@ from paddle.quantization.base_quanter import BaseQuanter
 from ..convert.torch_checkpoint import load_state_dict
 from ..core.download import download, is_url
 from ..core.errors import ConfigError, PPFaceDetError
+from ..zoo.registry import is_zoo_name
 from .checkpoint import read_weights
 
 MIN_BACKBONE_FILL = 0.9
@@ -48,9 +50,13 @@ def weights_source(spec, where="pretrain_weights"):
         checksums = {k: spec[k] for k in ("sha256", "md5") if spec.get(k)}
         return download(str(spec["url"]), checksums, spec.get("download_page"))
     if not isinstance(spec, str) or not spec:
-        raise ConfigError(f"{where}: pretrain_weights must be a file, a URL or {{url, sha256}}, got {spec!r}")
+        raise ConfigError(f"{where}: pretrain_weights must be a file, a URL, {{url, sha256}} or a zoo name, "
+                          f"got {spec!r}")
     if is_url(spec):
         return download(spec)
+    if not os.path.isfile(spec) and is_zoo_name(spec):  # a released model: its converted weights
+        from ..zoo import converted_weights
+        return converted_weights(spec)
     if not os.path.isfile(spec):
         raise PPFaceDetError(f"pretrain_weights: file not found: {spec}")
     return spec

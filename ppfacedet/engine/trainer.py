@@ -18,6 +18,7 @@ from ..core.registry import LR_SCHEDULES, OPTIMIZERS
 from ..data.loader import build_train_loader, unpack_batch
 from ..data.preprocess import InputPolicy
 from ..modeling.detector import build_model
+from ..modeling.frozen_norms import batchnorms, kept_in_inference_mode
 from . import callbacks as cb
 from .batchnorm_stats import follow_torch_running_variance
 from .checkpoint import portable_optimizer_state, read_checkpoint, restore_optimizer_state
@@ -25,6 +26,7 @@ from .metrics import build_metric
 from .optim import scaled_base_lr
 from .pretrain import load_pretrained
 from .sync_batchnorm import convert_sync_batchnorm
+from .watchdog import ProgressWatchdog
 
 LOG = get_logger()
 MAX_CONSECUTIVE_BAD_STEPS = 10
@@ -32,15 +34,6 @@ MAX_CONSECUTIVE_BAD_STEPS = 10
 
 class TrainingError(PPFaceDetError):
     pass
-
-
-def has_folded_batchnorm(model):
-    """Whether every BatchNorm holds the statistics ``unfold_batchnorm`` gives
-    (mean 0, variance 1 - eps), i.e. the weights came from a BN-folded export."""
-    norms = [m for m in model.sublayers() if isinstance(m, paddle.nn.layer.norm._BatchNormBase)]
-    return bool(norms) and all(
-        float(paddle.abs(m._mean).max()) == 0.0
-        and float(paddle.abs(m._variance - (1.0 - m._epsilon)).max()) < 1e-7 for m in norms)
 
 
 def seed_everything(seed):
@@ -68,6 +61,7 @@ class Trainer:
         self.state = {"epoch": 0, "iteration": 0, "best_metric": -1.0, "skipped_samples": 0,
                       "epochs": int(cfg.get("epochs", 1)), "is_main": self.is_main}
         self.callbacks = self._build_callbacks(use_vdl, evaluate_during_training)
+        self.watchdog = ProgressWatchdog.from_config(cfg)
 
     # -- set-up ---------------------------------------------------------------
     def _check_amp(self, amp):
@@ -145,10 +139,27 @@ class Trainer:
         LOG.info(report.summary())
         if not report.fills_backbone:
             LOG.warning(report.shortfall())
-        if not self.model.norm_eval and has_folded_batchnorm(self.model):
-            LOG.warning("%s has identity BatchNorm statistics (converted from a BN-folded export): they only "
-                        "hold in inference mode, so training would replace them with batch statistics and "
-                        "break the model. Fine-tune with -o model.norm_eval=true", report.path)
+
+    def _report_frozen_norms(self):
+        """Say which BatchNorm layers keep their statistics (``model.norm_eval``,
+        modeling/frozen_norms.py), and warn when ``false`` trains away the
+        identity statistics of a BN-folded export."""
+        total = len(batchnorms(self.model))
+        if not self.is_main or total == 0:
+            return
+        setting, unfolded = self.model.norm_eval, len(kept_in_inference_mode(self.model, "auto"))
+        if setting == "auto" and unfolded:
+            LOG.info("model.norm_eval=auto: %d of %d BatchNorm layers hold the identity statistics of a "
+                     "BN-folded export (mean 0, variance 1 - eps), which only hold in inference mode: they stay "
+                     "in inference mode (statistics frozen, scale and shift trained). -o model.norm_eval=false "
+                     "trains them with batch statistics", unfolded, total)
+        elif setting is True:
+            LOG.info("model.norm_eval=true: all %d BatchNorm layers stay in inference mode "
+                     "(statistics frozen, scale and shift trained)", total)
+        elif setting is False and unfolded:
+            LOG.warning("model.norm_eval=false: %d of %d BatchNorm layers hold the identity statistics of a "
+                        "BN-folded export, which training replaces with batch statistics: a converted release "
+                        "loses its accuracy (-o model.norm_eval=auto keeps them)", unfolded, total)
 
     # -- the loop -------------------------------------------------------------
     def train(self):
@@ -163,56 +174,75 @@ class Trainer:
                      self.world_size, sampler.batch_size)
         if getattr(self, "_pending_optimizer_state", None) is not None:
             restore_optimizer_state(self.optimizer, self.model, self._pending_optimizer_state)
-        net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
+        self._net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
         scaler = paddle.amp.GradScaler() if self.amp else None
         state = self.state
         state.update(iters_per_epoch=iters_per_epoch, lr=0.0, losses={}, images_per_sec=0.0, eta_seconds=0)
         total_iters = iters_per_epoch * state["epochs"]
+        self.watchdog.start()
+        try:
+            self._run_epochs(loader, sampler, dataset, scaler, total_iters)
+        finally:
+            self.watchdog.stop()
+        return state
+
+    def _run_epochs(self, loader, sampler, dataset, scaler, total_iters):
+        state, net = self.state, self._net
         for callback in self.callbacks:
             callback.on_train_begin(self, state)
         self.model.train()
+        self._report_frozen_norms()
         bad_steps = 0
         for epoch in range(state["epoch"], state["epochs"]):
             state["epoch"], state["metrics"] = epoch, None
             sampler.set_epoch(epoch)
             dataset.epoch = epoch
             timer = cb.StepTimer()
-            for loaded in loader:
-                batch = unpack_batch(loaded)
-                state["skipped_samples"] += batch["num_skipped"]
-                if batch["image"] is None:
-                    continue
-                lr = self.schedule.lr_at(state["iteration"], iters_per_epoch, state["epochs"])
-                self.optimizer.set_lr(lr)
-                buffers = self._snapshot_buffers()
-                losses = self._forward_loss(net, batch)
-                if self._all_finite(losses["loss"]):
-                    bad_steps = 0
-                    self._step(losses["loss"], scaler)
-                else:
-                    bad_steps += 1
-                    self._restore_buffers(buffers)
-                    LOG.warning("non-finite loss at iteration %d (%s); update skipped",
-                                state["iteration"], {k: float(v) for k, v in losses.items()})
-                    self.optimizer.clear_grad()
-                    if bad_steps >= MAX_CONSECUTIVE_BAD_STEPS:
-                        raise TrainingError(
-                            f"{bad_steps} consecutive non-finite losses; stopping. The last good checkpoint "
-                            f"is {os.path.join(self.out_dir, 'latest.pdckpt')} (if one was saved); "
-                            "lower lr_schedule.base_lr or check the data")
-                state["iteration"] += 1
-                step_time = timer.tick()
-                state.update(lr=lr, losses={k: float(v) for k, v in losses.items()},
-                             images_per_sec=batch["image"].shape[0] * self.world_size / step_time,
-                             eta_seconds=step_time * (total_iters - state["iteration"]))
+            with self.watchdog.stage(f"waiting for a batch from the data loader (epoch {epoch + 1})"):
+                for loaded in loader:
+                    with self.watchdog.stage(f"training step {state['iteration'] + 1}"):
+                        bad_steps = self._train_step(net, loaded, scaler, bad_steps, timer, total_iters)
+                    self.watchdog.beat()
+            with self.watchdog.stage(f"end of epoch {epoch + 1} (evaluation, checkpoints)"):
                 for callback in self.callbacks:
-                    callback.on_step_end(self, state)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, state)
+                    callback.on_epoch_end(self, state)
         state["epoch"] = state["epochs"] - 1
         for callback in self.callbacks:
             callback.on_train_end(self, state)
-        return state
+
+    def _train_step(self, net, loaded, scaler, bad_steps, timer, total_iters):
+        """One update (or a skipped one); returns the count of consecutive bad steps."""
+        state = self.state
+        batch = unpack_batch(loaded)
+        state["skipped_samples"] += batch["num_skipped"]
+        if batch["image"] is None:
+            return bad_steps
+        lr = self.schedule.lr_at(state["iteration"], state["iters_per_epoch"], state["epochs"])
+        self.optimizer.set_lr(lr)
+        buffers = self._snapshot_buffers()
+        losses = self._forward_loss(net, batch)
+        if self._all_finite(losses["loss"]):
+            bad_steps = 0
+            self._step(losses["loss"], scaler)
+        else:
+            bad_steps += 1
+            self._restore_buffers(buffers)
+            LOG.warning("non-finite loss at iteration %d (%s); update skipped",
+                        state["iteration"], {k: float(v) for k, v in losses.items()})
+            self.optimizer.clear_grad()
+            if bad_steps >= MAX_CONSECUTIVE_BAD_STEPS:
+                raise TrainingError(
+                    f"{bad_steps} consecutive non-finite losses; stopping. The last good checkpoint "
+                    f"is {os.path.join(self.out_dir, 'latest.pdckpt')} (if one was saved); "
+                    "lower lr_schedule.base_lr or check the data")
+        state["iteration"] += 1
+        step_time = timer.tick()
+        state.update(lr=lr, losses={k: float(v) for k, v in losses.items()},
+                     images_per_sec=batch["image"].shape[0] * self.world_size / step_time,
+                     eta_seconds=step_time * (total_iters - state["iteration"]))
+        for callback in self.callbacks:
+            callback.on_step_end(self, state)
+        return bad_steps
 
     def _forward_loss(self, net, batch):
         if self.amp:
@@ -251,6 +281,14 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.clear_grad()
 
+    def wait_for_all_ranks(self, why):
+        """A barrier over the training processes; this process's watchdog
+        does not count the wait (the process waited for has its own)."""
+        if self.world_size > 1:
+            with self.watchdog.paused(why):
+                dist.barrier()
+
     def evaluate(self):
         from .evaluation import evaluate_model
-        return evaluate_model(self.model, self.cfg)
+        with self.watchdog.stage("evaluation"):
+            return evaluate_model(self.model, self.cfg, on_image=self.watchdog.beat)

@@ -12,27 +12,32 @@ apply, which is also what the exported graph returns.
 import paddle.nn as nn
 
 from ..core.registry import BACKBONES, HEADS, NECKS
+from .frozen_norms import check_norm_eval, kept_in_inference_mode
 
 
 class Detector(nn.Layer):
-    """``norm_eval`` keeps every BatchNorm in inference mode while training
-    (frozen statistics, mmdet's name). Weights imported from a BN-folded ONNX
-    carry identity statistics that only hold in inference mode, so fine-tuning
-    them needs it; training from scratch does not."""
+    """``norm_eval`` (mmdet's name) says which BatchNorm layers stay in
+    inference mode while training, with frozen running statistics: ``auto``
+    (default) those holding the identity statistics a BN-folded export leaves,
+    which only hold in inference mode (see frozen_norms.py); ``true`` every
+    one; ``false`` none."""
 
-    def __init__(self, backbone, neck, head, norm_eval=False):
+    def __init__(self, backbone, neck, head, norm_eval="auto"):
         super().__init__()
-        self.norm_eval = bool(norm_eval)
+        self.norm_eval = check_norm_eval(norm_eval)
         self.backbone = BACKBONES.build(backbone, "model.backbone")
         self.neck = NECKS.build(neck, "model.neck", in_channels=self.backbone.out_channels)
         self.head = HEADS.build(head, "model.head", in_channels=self.neck.out_channels)
 
+    def frozen_norms(self):
+        """Names of the BatchNorm layers ``train()`` keeps in inference mode."""
+        return [name for name, _ in kept_in_inference_mode(self, self.norm_eval)]
+
     def train(self, mode=True):
         super().train(mode)
-        if mode and self.norm_eval:
-            for layer in self.sublayers():
-                if isinstance(layer, nn.layer.norm._BatchNormBase):
-                    layer.eval()
+        if mode:
+            for _, layer in kept_in_inference_mode(self, self.norm_eval):
+                layer.eval()
         return self
 
     def forward(self, images):
@@ -62,7 +67,7 @@ def build_model(cfg):
     """The config's Detector; with a ``quant`` section (the QAT overlay) its
     convs are wrapped with fake quanters, so every tool sees the same model."""
     from ..core.config import located, read_section
-    model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None, "norm_eval": False})
+    model_cfg = read_section(cfg, "model", {"backbone": None, "neck": None, "head": None, "norm_eval": "auto"})
     with located(cfg, "model"):
         model = Detector(**model_cfg)
     if cfg.get("quant"):
