@@ -24,7 +24,7 @@ import predictor as deploy_predictor  # noqa: E402
 
 STANDALONE_IMPORTS = {"paddle", "numpy", "cv2", "yaml"}
 LOCAL_MODULES = {"decode", "engines", "image_check", "infer", "predictor", "preprocess", "tensorrt_routes", "visualize",
-                 "batcher", "child_process", "decode_workers"}
+                 "batcher", "child_process", "decode_workers", "serve_process"}
 # The HTTP service (serve.py) adds its server and metrics libraries (requirements.txt).
 SERVICE_MODULES = {"serve": {"starlette", "uvicorn"}, "serve_metrics": {"prometheus_client"}}
 CLI_MODEL = "scrfd_500m_kps"

@@ -5,14 +5,9 @@ every kind of bad input answered with its 4xx (and normal answers after),
 The batcher's grouping is also checked alone, with a stand-in detector."""
 import http.client
 import json
-import queue
-import re
 import signal
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -22,11 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from deploy_support import DEPLOY, exported_with_onnx, family, photos
+from deploy_support import exported_with_onnx, family, photos
 
 import infer as deploy_infer  # noqa: E402  (deploy/python, put on sys.path by deploy_support)
 from batcher import Batcher  # noqa: E402
-from child_process import die_with_parent  # noqa: E402
+from serve_process import ServeProcess  # noqa: E402
 
 MODEL = "scrfd_500m_kps"
 # The engine of these tests: the server and the references in this process
@@ -37,68 +32,14 @@ MAX_BODY_MB = 1
 MAX_PIXELS = 4_000_000
 
 
-class ServerProcess:
-    """serve.py in a child that dies with this process (no orphan if pytest is killed)."""
+class ServerProcess(ServeProcess):
+    """serve.py on the test model with the test engine; ``detect`` posts a body."""
 
     def __init__(self, model_dir, *options):
-        self.log = tempfile.TemporaryFile("w+")
-        parent = __import__("os").getpid()
-        self.process = subprocess.Popen(
-            [sys.executable, str(DEPLOY / "serve.py"), "--model_dir", model_dir, "--port", "0", *ENGINE, *options],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=lambda: die_with_parent(parent))
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        self.port = int(re.search(r":(\d+)$", self._line("listening on")).group(1))
-        self._line("ready")
-
-    def _read_stdout(self):
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def _line(self, prefix):
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            if line.startswith(prefix):
-                return line
-        self.stop()
-        self.log.seek(0)
-        raise RuntimeError(f"serve.py did not print '{prefix}':\n{self.log.read()[-3000:]}")
-
-    def request(self, method, path, body=None, timeout=60):
-        """-> (status, headers dict, body bytes) over a fresh connection."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body)
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
+        super().__init__(["--model_dir", model_dir, *ENGINE, *options], START_TIMEOUT_S)
 
     def detect(self, body, query=""):
         return self.request("POST", "/v1/detect" + query, body)
-
-    def metrics(self):
-        status, _, text = self.request("GET", "/metrics")
-        assert status == 200
-        values = {}
-        for line in text.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self.log.close()
 
 
 def start_upload(port, body, sent):
@@ -145,7 +86,7 @@ def server(model_dir):
     process = ServerProcess(model_dir, "--max_batch", "4", "--max_wait_ms", "20", "--max_body_mb", str(MAX_BODY_MB),
                             "--max_pixels", str(MAX_PIXELS), "--decode_workers", "2")
     yield process
-    process.stop()
+    process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +219,7 @@ def test_full_queue_gets_503_at_once_and_sigterm_answers_every_accepted_request(
             assert status == 200 and answer == written_by_infer[0, 0.5]
         assert server.process.wait(timeout=30) == 0
     finally:
-        server.stop()
+        server.kill()
 
 
 class ShapeRecordingDetector:

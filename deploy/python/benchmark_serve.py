@@ -23,12 +23,8 @@ the machine with the service, as a co-located caller would.
 import argparse
 import http.client
 import os
-import queue
 import re
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -38,11 +34,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchmark import cpu_description, parse_size  # noqa: E402
-from child_process import die_with_parent  # noqa: E402
 from infer import list_images  # noqa: E402
+from serve_process import ServeProcess  # noqa: E402
 
-SERVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py")
-START_TIMEOUT_S = 300
 GOAL_SPEEDUP, GOAL_LEVEL, GOAL_TAIL = 1.2, 8, 4.0
 
 
@@ -69,63 +63,17 @@ def bad_bodies(jpeg):
     return [jpeg[: len(jpeg) // 2], random_bytes, b"", tiny, bytes(broken_crc)]
 
 
-class Service:
-    """serve.py as a child process; its port is read from its first line."""
+def batch_histogram(service):
+    """{batch size: number of network runs so far} from the service's /metrics."""
+    buckets = {int(float(re.search(r'le="([0-9.]+)"', name).group(1))): value
+               for name, value in service.metrics().items() if name.startswith("ppfacedet_batch_size_bucket{le=")
+               and "+Inf" not in name}
+    sizes = sorted(buckets)
+    return {size: buckets[size] - (buckets[sizes[i - 1]] if i else 0) for i, size in enumerate(sizes)}
 
-    def __init__(self, argv):
-        self.log = tempfile.TemporaryFile("w+")
-        parent = os.getpid()
-        self.process = subprocess.Popen([sys.executable, SERVE, "--port", "0", *argv], stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True, preexec_fn=lambda: die_with_parent(parent))
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.port = int(re.search(r":(\d+)$", self._line("listening on")).group(1))
-        self._line("ready")
 
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def _line(self, prefix):
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            if line.startswith(prefix):
-                return line
-        self.process.kill()
-        self.log.seek(0)
-        raise RuntimeError(f"serve.py did not start:\n{self.log.read()[-3000:]}")
-
-    def engine_line(self):
-        self.log.seek(0)
-        return next((line.strip() for line in self.log if line.startswith("--run_mode auto")), "")
-
-    def batch_histogram(self):
-        """{batch size: number of network runs so far} from /metrics."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        connection.request("GET", "/metrics")
-        text = connection.getresponse().read().decode()
-        connection.close()
-        cumulative = {int(float(le)): float(v) for le, v in
-                      re.findall(r'^ppfacedet_batch_size_bucket\{le="([0-9.]+)"\} (\S+)$', text, re.M)}
-        sizes = sorted(cumulative)
-        return {size: cumulative[size] - (cumulative[sizes[i - 1]] if i else 0) for i, size in enumerate(sizes)}
-
-    def terminate(self):
-        """SIGTERM -> the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.log.close()
+def engine_line(service):
+    return next((line for line in service.stderr().splitlines() if line.startswith("--run_mode auto")), "")
 
 
 def run_level(port, concurrency, requests, photos, bads, bad_every):
@@ -251,20 +199,24 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     bads = bad_bodies(photos[0])
-    service = Service(["--model_dir", args.model_dir, "--run_mode", args.run_mode, "--cpu_threads",
-                       str(args.cpu_threads), "--decode_workers", str(args.decode_workers), "--max_batch",
-                       str(args.max_batch), "--max_wait_ms", str(args.max_wait_ms), "--max_queue", "256"])
+    try:
+        service = ServeProcess(["--model_dir", args.model_dir, "--run_mode", args.run_mode, "--cpu_threads",
+                                str(args.cpu_threads), "--decode_workers", str(args.decode_workers), "--max_batch",
+                                str(args.max_batch), "--max_wait_ms", str(args.max_wait_ms), "--max_queue", "256"])
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     results = {}
     try:
         for level in args.levels:
             run_level(service.port, level, args.warmup, photos, bads, 0)
-            before = service.batch_histogram()
+            before = batch_histogram(service)
             results[level] = run_level(service.port, level, args.requests, photos, bads, args.bad_every)
-            after = service.batch_histogram()
+            after = batch_histogram(service)
             results[level]["batches"] = {size: after[size] - before.get(size, 0) for size in after}
             print(f"concurrency {level}: {len(results[level]['latency']) / results[level]['wall']:.1f} photos/s",
                   file=sys.stderr, flush=True)
-        engine = service.engine_line()
+        engine = engine_line(service)
     finally:
         exit_status = service.terminate()
     text = report(results, args, engine, exit_status)

@@ -102,7 +102,7 @@ class Service:
     def __init__(self, args):
         self.args = args
         self.metrics = ServiceMetrics(args.max_batch)
-        self.detector = self.batcher = self.decoders = None
+        self.detector = self.batcher = self.decoders = self.loading = None
         self.ready = self.draining = False
         self.accepted = 0
         self.exit_code = 0
@@ -140,7 +140,7 @@ class Service:
 
     async def stop(self):
         """After uvicorn has answered every accepted request."""
-        if getattr(self, "loading", None) is not None and not self.loading.done():
+        if self.loading is not None and not self.loading.done():
             self.loading.cancel()
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.stop)
