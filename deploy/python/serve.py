@@ -358,9 +358,11 @@ def parse_args(argv=None):
     for key in ("cpu_threads", "decode_workers", "max_batch", "max_queue", "min_side", "max_pixels"):
         if getattr(args, key) < 1:
             parser.error(f"--{key} must be at least 1")
-    for key in ("max_wait_ms", "timeout_s", "max_body_mb"):
-        if not getattr(args, key) > 0 and not (key == "max_wait_ms" and args.max_wait_ms == 0):
+    for key in ("timeout_s", "max_body_mb"):
+        if not getattr(args, key) > 0:
             parser.error(f"--{key} must be positive")
+    if not args.max_wait_ms >= 0:
+        parser.error("--max_wait_ms must be 0 or more")
     if not 0.0 <= args.threshold <= 1.0:
         parser.error("--threshold must be from 0 to 1")
     return args
