@@ -320,8 +320,12 @@ class Server(uvicorn.Server):
 
 
 def listening_socket(host, port):
+    """Bound here so that port 0 can be printed as the port it became. The
+    protocol is named: asyncio turns Nagle's algorithm off only on sockets whose
+    ``proto`` says TCP, and with it on every answer (head and body, two writes)
+    waited about 40 ms for the client's delayed ACK."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
