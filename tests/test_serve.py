@@ -254,7 +254,7 @@ class ShapeRecordingDetector:
 
 def test_batcher_runs_only_same_shape_inputs_together_and_isolates_failures():
     detector = ShapeRecordingDetector()
-    batcher = Batcher(detector, max_batch=3, max_wait_s=1.0)
+    batcher = Batcher([detector, detector], max_batch=3, max_wait_s=1.0)  # two engine threads take turns
     delivered = {}
     done = threading.Event()
     shapes = [(4, 4), (4, 6), (4, 4), (4, 4), (4, 6), (4, 4), (4, 4)]

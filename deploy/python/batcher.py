@@ -1,5 +1,7 @@
 """Dynamic batching for the service (serve.py): one inference at a time per
-engine, on the network inputs of the requests that arrived together.
+engine, on the network inputs of the requests that arrived together. Each
+detector (an engine with its own buffers) has a thread that takes the next
+batch from the shared queue whenever it is free.
 
 A batch is the oldest waiting job plus the next waiting jobs whose network
 input has its shape (up to ``max_batch``), so no input is ever padded to a
@@ -29,14 +31,16 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, detector, max_batch, max_wait_s, on_batch=lambda size: None):
-        self.detector, self.max_batch, self.max_wait_s, self.on_batch = detector, max_batch, max_wait_s, on_batch
+    def __init__(self, detectors, max_batch, max_wait_s, on_batch=lambda size: None):
+        self.detectors, self.max_batch, self.max_wait_s, self.on_batch = detectors, max_batch, max_wait_s, on_batch
         self.jobs = collections.deque()
         self.condition = threading.Condition()
         self.decoding_count = 0
         self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._run, args=(detector,), name=f"engine-{i}", daemon=True)
+                        for i, detector in enumerate(detectors)]
+        for thread in self.threads:
+            thread.start()
 
     @contextlib.contextmanager
     def decoding(self):
@@ -48,61 +52,71 @@ class Batcher:
         finally:
             with self.condition:
                 self.decoding_count -= 1
-                self.condition.notify()
+                self.condition.notify_all()
 
     def submit(self, image, min_score, deliver):
-        job = Job(image, min_score, self.detector.preprocess.layout(image.shape[:2])[0], deliver)
+        job = Job(image, min_score, self.detectors[0].preprocess.layout(image.shape[:2])[0], deliver)
         with self.condition:
             self.jobs.append(job)
-            self.condition.notify()
+            self.condition.notify_all()
         return job
 
     def stop(self):
-        """Runs the jobs already waiting, then ends the thread."""
+        """Runs the jobs already waiting, then ends the threads."""
         with self.condition:
             self.stopping = True
-            self.condition.notify()
-        self.thread.join()
+            self.condition.notify_all()
+        for thread in self.threads:
+            thread.join()
 
     def _same_shape_count(self):
         return sum(1 for job in self.jobs if job.shape == self.jobs[0].shape and not job.abandoned)
 
     def _next_batch(self):
+        """The next batch, or None once stopping with nothing left. Several
+        engine threads may wait here together: after each wait the queue is
+        looked at afresh, since another thread may have taken the jobs."""
         with self.condition:
             while True:
                 while self.jobs and self.jobs[0].abandoned:
                     self.jobs.popleft()
-                if self.jobs or self.stopping:
-                    break
-                self.condition.wait()
-            if not self.jobs:
-                return None
-            deadline = time.monotonic() + self.max_wait_s
-            while self.decoding_count and self._same_shape_count() < self.max_batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self.condition.wait(remaining)
-            shape, batch, rest = self.jobs[0].shape, [], collections.deque()
-            while self.jobs:
-                job = self.jobs.popleft()
-                if job.abandoned:
+                if not self.jobs:
+                    if self.stopping:
+                        return None
+                    self.condition.wait()
                     continue
-                (batch if job.shape == shape and len(batch) < self.max_batch else rest).append(job)
-            self.jobs = rest
-            return batch
+                deadline = time.monotonic() + self.max_wait_s
+                while self.jobs and self.decoding_count and self._same_shape_count() < self.max_batch:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self.condition.wait(remaining)
+                batch = self._take_batch()
+                if batch:
+                    return batch
 
-    def _run(self):
+    def _take_batch(self):
+        """The oldest live job and the next live ones of its shape (up to max_batch), off the queue."""
+        live = [job for job in self.jobs if not job.abandoned]
+        if not live:
+            self.jobs.clear()
+            return []
+        batch = [job for job in live if job.shape == live[0].shape][:self.max_batch]
+        taken = set(map(id, batch))
+        self.jobs = collections.deque(job for job in live if id(job) not in taken)
+        return batch
+
+    def _run(self, detector):
         while (batch := self._next_batch()) is not None:
-            self._run_batch(batch)
+            self._run_batch(detector, batch)
 
-    def _run_batch(self, batch):
+    def _run_batch(self, detector, batch):
         try:
-            results = self.detector([job.image for job in batch], [job.min_score for job in batch])
+            results = detector([job.image for job in batch], [job.min_score for job in batch])
         except Exception as error:  # noqa: BLE001 - delivered to the request that caused it
             if len(batch) > 1:  # run each alone, so that one image's failure is its own
                 for job in batch:
-                    self._run_batch([job])
+                    self._run_batch(detector, [job])
                 return
             batch[0].deliver(None, error)
             return

@@ -128,7 +128,8 @@ def count(codes, low, high):
 
 def report(results, args, engine, exit_status):
     lines = [f"CPU: {cpu_description()}",
-             f"Service: serve.py --run_mode {args.run_mode} --cpu_threads {args.cpu_threads} --max_batch "
+             f"Service: serve.py --run_mode {args.run_mode} --engines {args.engines} --cpu_threads {args.cpu_threads} "
+             f"--max_batch "
              f"{args.max_batch} --max_wait_ms {args.max_wait_ms:g} --decode_workers {args.decode_workers}"
              + (f" ({engine})" if engine else ""),
              f"Load: {args.requests} requests per level over loopback, {args.input_size[0]}x{args.input_size[1]} "
@@ -177,6 +178,7 @@ def parse_args(argv=None):
     parser.add_argument("--bad_every", type=int, default=10, help="every Nth request is a bad one (0: none)")
     parser.add_argument("--run_mode", default="auto")
     parser.add_argument("--cpu_threads", type=int, default=2)
+    parser.add_argument("--engines", type=int, default=1)
     parser.add_argument("--decode_workers", type=int, default=2)
     parser.add_argument("--max_batch", type=int, default=8)
     parser.add_argument("--max_wait_ms", type=float, default=5.0)
@@ -201,7 +203,7 @@ def main(argv=None):
     bads = bad_bodies(photos[0])
     try:
         service = ServeProcess(["--model_dir", args.model_dir, "--run_mode", args.run_mode, "--cpu_threads",
-                                str(args.cpu_threads), "--decode_workers", str(args.decode_workers), "--max_batch",
+                                str(args.cpu_threads), "--engines", str(args.engines), "--decode_workers", str(args.decode_workers), "--max_batch",
                                 str(args.max_batch), "--max_wait_ms", str(args.max_wait_ms), "--max_queue", "256"])
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
