@@ -83,8 +83,8 @@ def model_dir():
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-    process = ServerProcess(model_dir, "--max_batch", "4", "--max_wait_ms", "20", "--max_body_mb", str(MAX_BODY_MB),
-                            "--max_pixels", str(MAX_PIXELS), "--decode_workers", "2")
+    process = ServerProcess(model_dir, "--engines", "2", "--max_batch", "4", "--max_wait_ms", "20", "--max_body_mb",
+                            str(MAX_BODY_MB), "--max_pixels", str(MAX_PIXELS), "--decode_workers", "2")
     yield process
     process.kill()
 
