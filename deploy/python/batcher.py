@@ -10,7 +10,9 @@ box and score (the engines give each image of a same-shape batch bit-identical
 outputs; tests/test_serve.py checks it over HTTP). The batcher waits for more
 jobs (at most ``max_wait_s``) only while requests are still being decoded:
 with none on the way a lone request runs at once, so one client at a time
-pays no batching delay.
+pays no batching delay. With several engines, one waits only when no other
+is free, and a batch leaves its share of the waiting jobs to each free engine
+(splitting them runs them side by side instead of one after another).
 """
 import collections
 import contextlib
@@ -36,6 +38,7 @@ class Batcher:
         self.jobs = collections.deque()
         self.condition = threading.Condition()
         self.decoding_count = 0
+        self.free_engines = 0  # engine threads waiting for a batch
         self.stopping = False
         self.threads = [threading.Thread(target=self._run, args=(detector,), name=f"engine-{i}", daemon=True)
                         for i, detector in enumerate(detectors)]
@@ -77,23 +80,31 @@ class Batcher:
         engine threads may wait here together: after each wait the queue is
         looked at afresh, since another thread may have taken the jobs."""
         with self.condition:
-            while True:
-                while self.jobs and self.jobs[0].abandoned:
-                    self.jobs.popleft()
-                if not self.jobs:
-                    if self.stopping:
-                        return None
-                    self.condition.wait()
-                    continue
-                deadline = time.monotonic() + self.max_wait_s
-                while self.jobs and self.decoding_count and self._same_shape_count() < self.max_batch:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self.condition.wait(remaining)
-                batch = self._take_batch()
-                if batch:
-                    return batch
+            self.free_engines += 1
+            try:
+                return self._wait_for_batch()
+            finally:
+                self.free_engines -= 1
+
+    def _wait_for_batch(self):
+        while True:
+            while self.jobs and self.jobs[0].abandoned:
+                self.jobs.popleft()
+            if not self.jobs:
+                if self.stopping:
+                    return None
+                self.condition.wait()
+                continue
+            deadline = time.monotonic() + self.max_wait_s
+            while (self.jobs and self.decoding_count and self.free_engines == 1
+                   and self._same_shape_count() < self.max_batch):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.condition.wait(remaining)
+            batch = self._take_batch()
+            if batch:
+                return batch
 
     def _take_batch(self):
         """The oldest live job and the next live ones of its shape (up to max_batch), off the queue."""
@@ -101,7 +112,9 @@ class Batcher:
         if not live:
             self.jobs.clear()
             return []
-        batch = [job for job in live if job.shape == live[0].shape][:self.max_batch]
+        same_shape = [job for job in live if job.shape == live[0].shape]
+        share = -(-len(same_shape) // self.free_engines)  # the free engines (this one too) split the jobs
+        batch = same_shape[:min(self.max_batch, share)]
         taken = set(map(id, batch))
         self.jobs = collections.deque(job for job in live if id(job) not in taken)
         return batch
