@@ -6,6 +6,9 @@ PNG chunk CRCs, the decoded size against the header's) and that the decoder
 printed no warning. ppfacedet/data/image_io.py holds the library's copy of
 these checks (deploy/ cannot import ppfacedet); tests/test_image_check.py
 keeps the two giving the same verdicts.
+
+``declared_size`` reads an image's size from its header alone, so that the
+service (serve.py) refuses an oversized image before decoding it.
 """
 import os
 import struct
@@ -132,3 +135,55 @@ def decode_checked(data, flags=cv2.IMREAD_UNCHANGED):
     if size and image.shape[:2] != size:
         return None, f"decoded to {image.shape[1]}x{image.shape[0]}, but its header says {size[1]}x{size[0]}"
     return image, None
+
+
+SERVED_FORMATS = "JPEG, PNG, BMP or WebP"
+
+
+def _bmp_size(data):
+    if len(data) < 26:
+        return "truncated inside its headers", None
+    header_size = int.from_bytes(data[14:18], "little")
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER: unsigned 16-bit sides
+        width, height = struct.unpack("<HH", data[18:22])
+    elif header_size >= 40:
+        width, height = struct.unpack("<ii", data[18:26])
+    else:
+        return f"corrupt header (info header of {header_size} bytes)", None
+    return None, (abs(height), width)  # a negative height: rows stored top-down
+
+
+def _webp_size(data):
+    kind, payload = data[12:16], data[20:30]
+    if kind == b"VP8 " and len(payload) >= 10 and payload[3:6] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", payload[6:10])
+        return None, (height & 0x3FFF, width & 0x3FFF)
+    if kind == b"VP8L" and len(payload) >= 5 and payload[0] == 0x2F:
+        bits = int.from_bytes(payload[1:5], "little")
+        return None, (((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1)
+    if kind == b"VP8X" and len(payload) >= 10:
+        return None, (int.from_bytes(payload[7:10], "little") + 1, int.from_bytes(payload[4:7], "little") + 1)
+    return "corrupt or truncated header", None
+
+
+def declared_size(data):
+    """(format, (height, width)) from the header alone, for the formats the
+    service takes; ValueError naming the problem for anything else (other
+    formats, damaged or truncated JPEG / PNG structure, unreadable headers)."""
+    if not data:
+        raise ValueError("empty body")
+    if data.startswith(b"\xff\xd8"):
+        kind, (problem, size) = "JPEG", _jpeg_structure(data)
+    elif data.startswith(_PNG_SIGNATURE):
+        kind, (problem, size) = "PNG", _png_structure(data)
+    elif data.startswith(b"BM"):
+        kind, (problem, size) = "BMP", _bmp_size(data)
+    elif data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        kind, (problem, size) = "WebP", _webp_size(data)
+    else:
+        raise ValueError(f"not a {SERVED_FORMATS} image")
+    if problem:
+        raise ValueError(f"{kind} {problem}")
+    if size is None or min(size) < 1:
+        raise ValueError(f"{kind} header gives no image size")
+    return kind, size

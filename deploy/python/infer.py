@@ -86,10 +86,6 @@ class FaceDetector:
         self.info, self.preprocess, self.decoder = read_model_settings(model_dir)
         self.test_cfg = {k: v for k, v in self.info["test"].items() if k in TEST_KEYS}
         self.min_score = -np.inf if min_score is None else min_score
-        if min_score is not None:
-            # "score >= min_score" as the strict "> threshold" that selection applies
-            at_least = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
-            self.test_cfg["score_threshold"] = max(self.test_cfg.get("score_threshold", 0.0), at_least)
         self.engine = create_engine(model_dir, self.info, **choices)
         self.input_buffers = {}
         self.timer = Timer()
@@ -105,10 +101,21 @@ class FaceDetector:
             self.input_buffers[shape] = np.empty(shape, np.float32), [None] * shape[0]
         return self.input_buffers[shape]
 
-    def __call__(self, images):
+    def selection(self, min_score):
+        """The test settings that keep the detections scoring at least ``min_score``."""
+        if min_score == -np.inf:
+            return self.test_cfg
+        # "score >= min_score" as the strict "> threshold" that selection applies
+        at_least = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
+        return {**self.test_cfg, "score_threshold": max(self.test_cfg.get("score_threshold", 0.0), at_least)}
+
+    def __call__(self, images, min_scores=None):
         """Images whose network inputs share a shape run as one batch, others
         apart (as ppfacedet.FaceDetector does): padding an input to a
-        companion's size would change its detections near the border."""
+        companion's size would change its detections near the border.
+        ``min_scores``: one per image instead of the detector's ``min_score``
+        (the service's per-request threshold)."""
+        min_scores = [self.min_score] * len(images) if min_scores is None else min_scores
         start = time.perf_counter()
         groups = {}
         for index, image in enumerate(images):
@@ -128,26 +135,30 @@ class FaceDetector:
             outputs = self.engine(batch, np.asarray(scales, np.float32))
             self.timer.add("inference", start)
             start = time.perf_counter()
-            for i, det in zip(indices, self._detections(outputs, batch.shape[2:], scales)):
+            for i, det in zip(indices, self._detections(outputs, batch.shape[2:], scales,
+                                                        [min_scores[i] for i in indices])):
                 results[i] = det
             self.timer.add("postprocess", start)
         self.timer.images += len(images)
         return results
 
-    def _detections(self, outputs, input_hw, scales):
+    def _detections(self, outputs, input_hw, scales, min_scores):
         if self.info.get("with_nms"):
-            return self._split_graph_detections(outputs, scales)
-        threshold = self.test_cfg.get("score_threshold", 0.0)
-        return [select(*self.decoder.candidates(outputs, input_hw, i, threshold), scale, **self.test_cfg)
-                for i, scale in enumerate(scales)]
+            return self._split_graph_detections(outputs, scales, min_scores)
+        results = []
+        for i, (scale, min_score) in enumerate(zip(scales, min_scores)):
+            test_cfg = self.selection(min_score)
+            candidates = self.decoder.candidates(outputs, input_hw, i, test_cfg.get("score_threshold", 0.0))
+            results.append(select(*candidates, scale, **test_cfg))
+        return results
 
-    def _split_graph_detections(self, outputs, scales):
+    def _split_graph_detections(self, outputs, scales, min_scores):
         """``dets`` [K,16] (image index, score, x1 y1 x2 y2, 10 landmark coords) -> per image."""
         dets = outputs["dets"]
         has_landmarks = self.info.get("nms_output", {}).get("landmarks", True)
         results = []
-        for i, scale in enumerate(scales):
-            mine = dets[(dets[:, 0] == i) & (dets[:, 1] >= self.min_score)]
+        for i, (scale, min_score) in enumerate(zip(scales, min_scores)):
+            mine = dets[(dets[:, 0] == i) & (dets[:, 1] >= min_score)]
             results.append(to_original_pixels(mine[:, 2:6], mine[:, 1], mine[:, 6:16] if has_landmarks else None,
                                               scale))
         return results
@@ -167,17 +178,26 @@ def detections_to_json(det, threshold=0.0):
 
 
 def read_image(path):
-    """BGR uint8; grayscale replicated, alpha dropped, 16-bit scaled (as ppfacedet reads images).
-    Truncated or corrupt JPEG and PNG files are errors, not half pictures."""
+    """BGR uint8 (see ``image_from_bytes``); errors name the file."""
     try:
         with open(path, "rb") as f:
-            image, problem = decode_checked(f.read())
+            data = f.read()
     except OSError as e:
         raise InputError(f"{path}: cannot read image ({e.strerror or e})") from None
+    try:
+        return image_from_bytes(data)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+
+
+def image_from_bytes(data):
+    """BGR uint8; grayscale replicated, alpha dropped, 16-bit scaled (as ppfacedet reads images).
+    Truncated or corrupt JPEG and PNG files are errors, not half pictures."""
+    image, problem = decode_checked(data)
     if problem:
-        raise InputError(f"{path}: {problem}")
+        raise InputError(problem)
     if image is None or image.size == 0:
-        raise InputError(f"{path}: cannot read image (corrupt or unsupported format)")
+        raise InputError("cannot read image (corrupt or unsupported format)")
     if image.dtype == np.uint16:
         image = (image / 257).astype(np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:
