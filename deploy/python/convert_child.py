@@ -7,8 +7,7 @@ Paddle 3.x). A serialized engine runs only on the GPU model it was built on,
 so the conversion must happen on the GPU the predictor will use. The child is
 started with CUDA_VISIBLE_DEVICES naming that one GPU, whose GPU 0 it then is.
 
-The child dies with its parent (PR_SET_PDEATHSIG on Linux; elsewhere a thread
-that watches the parent), writes its output to a log file, and reports the
+The child dies with its parent (child_process.die_with_parent), writes its output to a log file, and reports the
 converted program's op names (or its error) in a small JSON result file.
 
   python convert_child.py '<spec as JSON>'      (started by run_conversion)
@@ -16,16 +15,14 @@ converted program's op names (or its error) in a small JSON result file.
 import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 
+from child_process import die_with_parent
 from tensorrt_routes import FALLBACK, PIR_PRECISION, TensorRTError, failure, import_paddle_tensorrt
 
 HEARTBEAT_S = 60
-PR_SET_PDEATHSIG = 1
 
 
 def visible_device(gpu_id, environ=os.environ):
@@ -85,25 +82,6 @@ def read_result(path):
 def log_tail(path, lines=15):
     with open(path, errors="replace") as f:
         return "".join(f.readlines()[-lines:]).rstrip()
-
-
-def die_with_parent(parent):
-    """Linux: the kernel sends SIGKILL when the parent dies; elsewhere a daemon thread
-    exits once the parent is gone. Either way, a parent already gone ends the child now."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        watched = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
-    except (OSError, AttributeError):
-        watched = False
-    if os.getppid() != parent:
-        os._exit(3)
-    if not watched:
-        def watch():
-            while os.getppid() == parent:
-                time.sleep(1)
-            os._exit(3)
-        threading.Thread(target=watch, daemon=True).start()
 
 
 def converter_module(spec):
