@@ -58,8 +58,11 @@ def quantized_convs(model, skip):
 
 def apply_qat(model, quant_cfg):
     """Wrap ``model``'s convs with fake quanters, in place; returns the model."""
+    import paddle.nn as nn
     from paddle.quantization import QAT, QuantConfig
     from paddle.quantization.quanters import FakeQuanterWithAbsMaxObserver
+
+    from ..modeling.layers import BiasConv2D
     settings = quant_settings(quant_cfg)
     convs = quantized_convs(model, settings["skip"])
     if not convs:
@@ -70,6 +73,8 @@ def apply_qat(model, quant_cfg):
                                            bit_length=int(settings["weight_bits"]))
     config = QuantConfig(activation=None, weight=None)
     config.add_layer_config(convs, activation=activation, weight=weight)
+    # paddle maps layers to quanted ones by exact type: BiasConv2D is a Conv2D
+    config.add_qat_layer_mapping(BiasConv2D, config.qat_layer_mappings[nn.Conv2D])
     was_training = model.training
     model.train()  # paddle's QAT.quantize insists on a model in training mode
     model = QAT(config).quantize(model, inplace=True)

@@ -23,6 +23,8 @@ from collections import namedtuple
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..layers import BiasConv2D
+
 # BN epsilon the official MasterNet sets on every BatchNorm it owns.
 BN_EPSILON = 1e-3
 
@@ -180,7 +182,7 @@ class ResBlock(nn.Layer):
         self.module_list = nn.LayerList([build_item(it) for it in items])
         self.proj = None
         if always_project or stride > 1 or cin != cout:
-            self.proj = nn.Sequential(nn.Conv2D(cin, cout, 1, stride=stride),
+            self.proj = nn.Sequential(BiasConv2D(cin, cout, 1, stride=stride),
                                       nn.BatchNorm2D(cout, epsilon=BN_EPSILON))
 
     def forward(self, x):

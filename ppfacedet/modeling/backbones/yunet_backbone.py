@@ -13,15 +13,16 @@ import paddle.nn.functional as F
 
 from ...core.errors import ConfigError
 from ...core.registry import BACKBONES
+from ..layers import BiasConv2D
 
 
 def _conv(in_channels, out_channels, kernel_size, stride=1, groups=1):
     """Conv with bias, initialised as the official code does (Xavier-normal
     weights, bias 0.02)."""
-    return nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride,
-                     padding=kernel_size // 2, groups=groups,
-                     weight_attr=nn.initializer.XavierNormal(),
-                     bias_attr=nn.initializer.Constant(0.02))
+    return BiasConv2D(in_channels, out_channels, kernel_size, stride=stride,
+                      padding=kernel_size // 2, groups=groups,
+                      weight_attr=nn.initializer.XavierNormal(),
+                      bias_attr=nn.initializer.Constant(0.02))
 
 
 class ConvDPUnit(nn.Layer):
