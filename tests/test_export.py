@@ -178,6 +178,7 @@ def test_with_nms_graph_keeps_no_rows_plain_and_under_onednn(tmp_path):
         assert out["dets"].shape == (0, 16) and out["counts"].tolist() == [0, 0]
 
 
+@pytest.mark.slow
 def test_export_model_tool(tmp_path):
     import subprocess
     import sys

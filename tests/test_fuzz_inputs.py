@@ -30,6 +30,7 @@ def run_fuzz(work, seed=0):
     return run, cases, outcomes, bad, current
 
 
+@pytest.mark.slow
 def test_fuzzed_inputs_end_in_named_errors_or_counted_skips(tmp_path):
     run, cases, outcomes, bad, unfinished = run_fuzz(tmp_path)
     print(f"\nfuzz cases per input kind (seed 0): {dict(cases)} = {sum(cases.values())} in all")

@@ -135,6 +135,7 @@ def test_train_worker_stops_after_the_iterations(tmp_path):
     assert gpu_check_train.LOSS_WINDOW == result["loss_window"]
 
 
+@pytest.mark.slow
 def test_inference_check_end_to_end_with_cpu_stand_ins(tmp_path, monkeypatch, capsys):
     """Runs the plan on both formats, compares and times, with each "GPU" run served
     by the CPU predictor; a trt_fp16 run whose scores drift fails the check, and so

@@ -29,7 +29,7 @@ HELD_TO_AVX2 = {
 @pytest.mark.slow
 def test_isa_sensitive_tests_pass_with_avx2_dispatch():
     env = {**os.environ, **HELD_TO_AVX2}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m",
                         "isa_sensitive and not extended", "tests"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=1200)
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""

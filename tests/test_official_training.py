@@ -176,6 +176,7 @@ def limit(fixture, metric):
     return np.maximum(NOISE_FACTOR * np.maximum.accumulate(fixture[f"noise_{metric}"]), floor)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_twenty_training_steps_equal_the_official_ones(family, shared_data, tmp_path):
     # The official run read the same pixels (JPEG decoding is the one input not under our control).

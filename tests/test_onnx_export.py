@@ -66,6 +66,7 @@ def test_with_nms_export_is_refused():
         convert_to_onnx(exported("scrfd_500m_kps", with_nms=True))
 
 
+@pytest.mark.slow
 def test_export_onnx_tool_from_model_dir(tmp_path):
     save = tmp_path / "model.onnx"
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), "--model_dir",

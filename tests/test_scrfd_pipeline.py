@@ -205,6 +205,7 @@ def test_non_square_image_equals_official_protocol(converted):
 # ---------------------------------------------------------------- WIDER AP on the subset
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [slow_unless_fast(n) for n in OFFICIAL])
 def test_subset_ap_equals_official_pipeline(name, converted):
     official = official_subset_ap(name)
@@ -280,6 +281,7 @@ def make_tiny_scrfd_config(tmp_path, num_images=4, image_size=96, epochs=120):
     return str(cfg)
 
 
+@pytest.mark.slow
 def test_training_from_scratch_raises_ap(tmp_path):
     trainer = Trainer(load_config(make_tiny_scrfd_config(tmp_path)))
     before = trainer.evaluate()

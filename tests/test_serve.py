@@ -203,7 +203,7 @@ def test_full_queue_gets_503_at_once_and_sigterm_answers_every_accepted_request(
         start = time.monotonic()
         status, headers, answer = server.detect(bodies[1])
         assert status == 503 and headers.get("retry-after") and "queue full" in json.loads(answer)["error"]
-        assert time.monotonic() - start < 2.0  # at once: nothing waited for a place
+        assert time.monotonic() - start < 10.0  # at once, not after a place freed (none ever does here)
 
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10

@@ -109,6 +109,7 @@ def _tiny_yunet_config(tmp_path):
     return str(cfg)
 
 
+@pytest.mark.slow
 def test_yunet_n_learns_tiny_synthetic_faces(tmp_path):
     from ppfacedet.core import load_config
     from ppfacedet.engine.evaluation import evaluate_model
