@@ -86,6 +86,11 @@ def test_agreement_rule():
     total = compare_runs([FACES, FACES], [FACES, moved(FACES, keep=[0])], 0.01)
     assert total["faces"] == 6 and total["problems"][0].startswith("image 1: reference face")
     assert compare_detections(FACES, FACES, 0.01)["min_iou"] == pytest.approx(1.0)
+    # a collapsed box (no area: its IoU with itself is 0) is the same face in both runs,
+    # and a different face once it moves by more than SAME_BOX_PX
+    point = {"boxes": np.array([[28.8, 0.0, 28.8, 0.0]], np.float32), "scores": np.array([0.9], np.float32)}
+    assert compare_detections(point, point, 0.01)["problems"] == []
+    assert len(compare_detections(point, moved(point, box_shift=np.full(4, 0.02, np.float32)), 0.01)["problems"]) == 2
 
 
 def test_report_and_training_verdict():
