@@ -35,8 +35,8 @@ def upsample_nearest2x(x, like):
 
 
 class BiasConv2D(nn.Conv2D):
-    """``nn.Conv2D`` (zero padding, NCHW) whose bias is added as
-    ``[N, C, H*W] + [C, 1]`` in dynamic-graph runs.
+    """``nn.Conv2D`` whose bias is added as ``[N, C, H*W] + [C, 1]`` in
+    dynamic-graph runs with zero padding and NCHW data.
 
     Paddle's CPU kernel for the ``[1, C, 1, 1]`` broadcast that ``nn.Conv2D``
     adds its bias with is the slowest op of a YuNet training step: on a
@@ -49,7 +49,8 @@ class BiasConv2D(nn.Conv2D):
     """
 
     def forward(self, x):
-        if self.bias is None or not paddle.in_dynamic_mode():
+        if (self.bias is None or not paddle.in_dynamic_mode() or self._padding_mode != "zeros"
+                or self._data_format != "NCHW"):
             return super().forward(x)
         out = F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation,
                        self._groups, self._data_format)
